@@ -1,0 +1,3 @@
+from proxmox_operator.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""``proxmox-operator``: run the operator with its kopf settings.
+
+With no arguments it uses KUBECONFIG (or the in-cluster configuration) and watches all namespaces;
+``--namespace`` (repeatable) narrows it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+import kopf
+
+from proxmox_operator import handlers, reconcile
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="proxmox-operator",
+        description="Register Proxmox VE clusters declaratively and keep their status true.",
+    )
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch only this namespace (repeatable; glob patterns allowed). Default: all namespaces.",
+    )
+    parser.add_argument(
+        "--probe-interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="seconds between health probes of a Ready cluster (default 60)",
+    )
+    parser.add_argument(
+        "--backoff-max",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="longest wait between retries of a failing cluster (default 120)",
+    )
+    parser.add_argument(
+        "--liveness", metavar="URL", default=None, help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz"
+    )
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    kopf.configure(verbose=args.verbose, quiet=args.quiet, log_format=kopf.LogFormat.FULL)
+    tuning = reconcile.Tuning(probe_interval=args.probe_interval, backoff_max=args.backoff_max)
+    logging.getLogger(__name__).info(
+        "proxmox-operator starting (%s); finalizer %s",
+        "namespaces " + ", ".join(args.namespace) if args.namespace else "all namespaces",
+        handlers.FINALIZER,
+    )
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+            standalone=True,
+            liveness_endpoint=args.liveness,
+            memo=kopf.Memo(tuning=tuning),
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

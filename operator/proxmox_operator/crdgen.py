@@ -1,0 +1,122 @@
+"""Generate the ProxmoxCluster CustomResourceDefinition from the pydantic models.
+
+``python -m proxmox_operator.crdgen [OUT]`` (``make crds``) writes ``crds/proxmoxclusters.yaml``.
+
+pydantic emits JSON Schema; the API server wants a *structural* OpenAPI v3 schema. The differences handled here:
+
+* ``$ref``/``$defs`` are not allowed: every reference is inlined.
+* ``Optional[X]`` comes out as ``anyOf: [X, {type: null}]``: it becomes ``X`` with ``nullable: true``.
+* ``default`` is dropped: the API server would write it into every stored object (drift for GitOps tools);
+  the models apply defaults in code instead.
+* ``title`` is dropped (noise in ``kubectl explain``); docstrings become ``description``.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from proxmox_operator import models
+
+_DROP = frozenset({"title", "default"})
+
+
+def _resolve(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [_resolve(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = defs[node["$ref"].rsplit("/", 1)[-1]]
+        merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        return _resolve(merged, defs)
+    if "anyOf" in node:
+        variants = [v for v in node["anyOf"] if v.get("type") != "null"]
+        if len(variants) == 1 and len(node["anyOf"]) == 2:
+            rest = {k: v for k, v in node.items() if k != "anyOf"}
+            return _resolve({**variants[0], **rest, "nullable": True}, defs)
+        raise ValueError(f"anyOf other than Optional[X] is not structural: {node}")
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROP:
+            continue
+        if key == "properties":
+            out[key] = {name: _resolve(sub, defs) for name, sub in value.items()}
+        elif key == "description":
+            out[key] = _describe(value)
+        else:
+            out[key] = _resolve(value, defs)
+    return out
+
+
+def _describe(text: str) -> str:
+    """Docstrings use reStructuredText literals; ``kubectl explain`` shows plain text."""
+    return re.sub(r"``(.+?)``", r"'\1'", " ".join(text.split()))
+
+
+def openapi_schema() -> dict[str, Any]:
+    raw = models.ProxmoxCluster.model_json_schema(by_alias=True, mode="validation")
+    defs = raw.pop("$defs", {})
+    schema: dict[str, Any] = _resolve(raw, defs)
+    props = schema["properties"]
+    # metadata is the API server's business; apiVersion/kind are plain strings in every CRD.
+    props.pop("metadata", None)
+    props["apiVersion"] = {"type": "string", "description": "APIVersion of this object."}
+    props["kind"] = {"type": "string", "description": "Kind of this object."}
+    props["spec"].pop("nullable", None)
+    schema["required"] = ["spec"]
+    return schema
+
+
+def crd() -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{models.PLURAL}.{models.GROUP}"},
+        "spec": {
+            "group": models.GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": models.KIND,
+                "listKind": f"{models.KIND}List",
+                "plural": models.PLURAL,
+                "singular": models.SINGULAR,
+                "shortNames": list(models.SHORT_NAMES),
+                "categories": list(models.CATEGORIES),
+            },
+            "versions": [
+                {
+                    "name": models.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": list(models.ProxmoxCluster.PRINTER_COLUMNS),
+                    "schema": {"openAPIV3Schema": openapi_schema()},
+                }
+            ],
+        },
+    }
+
+
+HEADER = "# Generated from operator/proxmox_operator/models.py by `make crds`. Do not edit by hand.\n"
+
+
+def render() -> str:
+    return HEADER + yaml.safe_dump(crd(), sort_keys=False, width=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    out = Path(args[0]) if args else Path("crds") / f"{models.PLURAL}.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(), encoding="utf-8")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,101 @@
+"""kopf registrations, and nothing else: each handler delegates to :mod:`.reconcile`.
+
+Why a daemon and event handlers, not create/update/delete handlers:
+
+* A daemon per ProxmoxCluster hosts the resource's worker loop, which can be woken at once by a spec change
+  or by a change of the referenced Secret; kopf's retrying change handlers sleep through such events.
+* kopf stops the daemon when the resource is deleted and removes the finalizer once it has exited, so
+  deregistration (closing the pool, dropping the session) happens in the worker's ``finally`` and cannot hang
+  on an unreachable Proxmox: the daemon is cancelled at once.
+* With no change handlers, kopf writes no diff-base or progress annotations: the only thing the operator
+  adds to a user's object is its finalizer. Its writes go to the status subresource.
+* Secrets are watched with an event handler that persists nothing (a change handler would copy Secret data
+  into an annotation) and reacts only to Secrets that a registered resource references.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from proxmox_operator import kube, models, reconcile
+
+log = logging.getLogger(__name__)
+
+PXC = (models.GROUP, models.VERSION, models.PLURAL)
+FINALIZER = f"{models.GROUP}/finalizer"
+
+
+@kopf.on.startup()
+def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    """All kopf settings in one place. Storage names are ours so they never collide with other operators."""
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=models.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=models.GROUP, key="last-handled-configuration"
+    )
+    settings.posting.reporting_component = "proxmox-operator"
+    settings.posting.reporting_instance = platform.node() or "proxmox-operator"
+    settings.posting.event_name_prefix = "proxmox-operator-"
+    # Explicit watch and request timeouts: a half-dead connection is noticed and replaced.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = 60
+    settings.networking.connect_timeout = 10
+    kube.load_config()
+    memo.registry = reconcile.Registry()
+    memo.kube = kube.KubeClient()
+    if "tuning" not in memo:
+        memo.tuning = reconcile.Tuning()
+
+
+@kopf.on.cleanup()
+async def close(*, memo: Any, **_: Any) -> None:
+    await memo.registry.close()
+    memo.kube.close()
+
+
+@kopf.daemon(*PXC, id="worker", cancellation_timeout=5.0)
+async def worker(*, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    """Register the cluster and keep its status true until the resource is deleted."""
+    key = reconcile.Key(namespace or "", name)
+    try:
+        await reconcile.run_worker(key, lambda: _plain(body), memo.kube, memo.registry, memo.tuning)
+    finally:
+        if body.get("metadata", {}).get("deletionTimestamp"):
+            log.info("%s: deregistered", key)
+            memo.kube.post_event(
+                _plain(body), type_="Normal", reason="Deregistered", message="the cluster was deregistered"
+            )
+
+
+@kopf.on.event(*PXC)
+def spec_changed(*, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    """Wake the worker when the spec changed (a new generation); status writes do not wake it."""
+    key = reconcile.Key(namespace or "", name)
+    if memo.registry.spec_changed(key, body.get("metadata", {}).get("generation")):
+        memo.registry.wake(key)
+
+
+def _referenced(*, namespace: str | None, name: str, memo: Any, **_: Any) -> bool:
+    return bool(memo.registry.references_secret(namespace or "", name))
+
+
+@kopf.on.event("", "v1", "secrets", when=_referenced)
+def secret_changed(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    """A referenced Secret was created, changed or deleted: re-check its users now."""
+    memo.registry.wake_secret_users(namespace or "", name)
+
+
+def _plain(obj: Any) -> Any:
+    """A deep, plain copy of a kopf body view (a snapshot the worker can read without it changing)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    return obj

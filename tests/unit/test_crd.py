@@ -1,0 +1,78 @@
+"""The committed CRD is generated from the models and is a structural schema."""
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from proxmox_operator import crdgen, models
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD_FILE = ROOT / "crds" / f"{models.PLURAL}.yaml"
+
+
+def walk(node: Any, path: str = "") -> Any:
+    yield path, node
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from walk(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from walk(value, f"{path}[{i}]")
+
+
+def test_committed_crd_matches_the_models() -> None:
+    assert CRD_FILE.read_text(encoding="utf-8") == crdgen.render(), (
+        "crds/ is out of date with operator/proxmox_operator/models.py: run `make crds` and commit the result"
+    )
+
+
+def schema_nodes(node: dict[str, Any], path: str = "") -> Any:
+    """Every schema node (not keyword values such as x-kubernetes-validations entries)."""
+    yield path, node
+    for name, sub in node.get("properties", {}).items():
+        yield from schema_nodes(sub, f"{path}.{name}")
+    if "items" in node:
+        yield from schema_nodes(node["items"], f"{path}[]")
+
+
+def test_schema_is_structural() -> None:
+    schema = crdgen.openapi_schema()
+    for path, node in walk(schema):
+        if isinstance(node, dict) and not path.endswith(".properties"):
+            assert "$ref" not in node, path
+            assert "anyOf" not in node, path
+    for path, node in schema_nodes(schema):
+        assert "type" in node, f"{path or '(root)'} has no type"
+        assert "default" not in node, f"{path}: defaults are written into stored objects"
+
+
+def test_crd_names_columns_and_subresources() -> None:
+    crd = yaml.safe_load(CRD_FILE.read_text(encoding="utf-8"))
+    names = crd["spec"]["names"]
+    assert names["kind"] == "ProxmoxCluster" and names["shortNames"] == ["pxc"]
+    assert names["categories"] == ["proxmox"]
+    version = crd["spec"]["versions"][0]
+    assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == [
+        "Endpoint",
+        "Version",
+        "Nodes",
+        "Ready",
+        "Reason",
+        "Age",
+    ]
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert spec["required"] == ["endpoint", "credentialsRef"]
+    assert set(spec["properties"]) == {"endpoint", "credentialsRef", "tls"}
+    assert set(spec["properties"]["tls"]["properties"]) == {"caBundle", "insecureSkipVerify"}
+
+
+def test_every_spec_field_is_documented() -> None:
+    spec = crdgen.openapi_schema()["properties"]["spec"]
+    for path, node in schema_nodes(spec):
+        assert node.get("description"), f"spec{path} has no description for kubectl explain"
+
+
+def test_group_is_ours() -> None:
+    assert not models.GROUP.endswith(("k8s.io", "kubernetes.io"))
