@@ -5,15 +5,57 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
 
-.PHONY: help venv
-help:
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
+.PHONY: help venv crds lint test test-unit test-simulator test-integration cluster cluster-down cluster-status \
+        demo demo-down clean
 
-venv: $(STAMP) ## create .venv with the project and its dev tools
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 20
+
+venv: $(STAMP) ## create .venv with the project, its simulator and dev tools (kubectl included)
 $(STAMP): pyproject.toml
-	@echo "==> creating $(VENV) and installing proxmox-operator[dev] (first time: a minute)"
+	@echo "==> creating $(VENV) and installing proxmox-operator[dev] (first time: about a minute)"
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $@
+
+crds: $(STAMP) ## regenerate crds/ from operator/proxmox_operator/models.py
+	$(BIN)/python -m proxmox_operator.crdgen crds/proxmoxclusters.yaml
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
+	$(BIN)/ruff check operator tests
+	$(BIN)/ruff format --check operator tests
+	$(BIN)/mypy
+
+test: $(STAMP) lint ## every test: unit, simulator, and integration on the real local control plane
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP) ## unit tests only (no cluster, no network)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test-simulator: $(STAMP) ## the PVE simulator's own tests (real HTTPS on 127.0.0.1)
+	$(BIN)/pytest tests/simulator $(PYTEST_ARGS)
+
+test-integration: $(STAMP) ## operator tests on the real kube-apiserver (starts the local control plane)
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+cluster: $(STAMP) ## start the local control plane (etcd, kube-apiserver, kube-controller-manager) on 127.0.0.1
+	@bash hack/cluster.sh up
+
+cluster-down: ## stop the local control plane (PURGE=1 also deletes its state)
+	@bash hack/cluster.sh down
+
+cluster-status: ## is the local control plane up?
+	@bash hack/cluster.sh status
+
+demo: $(STAMP) ## control plane + CRD + PVE simulator + operator, and a sample cluster going Ready
+	@bash hack/demo.sh up
+
+demo-down: ## stop what `make demo` started
+	@bash hack/demo.sh down
+
+clean: ## remove the venv and caches (not the cached Kubernetes binaries)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

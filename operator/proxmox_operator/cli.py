@@ -36,6 +36,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds between health probes of a Ready cluster (default 60)",
     )
     parser.add_argument(
+        "--backoff-base",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="first wait before retrying a failing cluster; doubles on each failure (default 2)",
+    )
+    parser.add_argument(
         "--backoff-max",
         type=float,
         default=120.0,
@@ -54,7 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     kopf.configure(verbose=args.verbose, quiet=args.quiet, log_format=kopf.LogFormat.FULL)
-    tuning = reconcile.Tuning(probe_interval=args.probe_interval, backoff_max=args.backoff_max)
+    tuning = reconcile.Tuning(
+        probe_interval=args.probe_interval, backoff_base=args.backoff_base, backoff_max=args.backoff_max
+    )
     logging.getLogger(__name__).info(
         "proxmox-operator starting (%s); finalizer %s",
         "namespaces " + ", ".join(args.namespace) if args.namespace else "all namespaces",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl
 import time
 from collections.abc import Callable
@@ -283,7 +284,8 @@ class ProxmoxClient:
                 "PVEAuditor role on / (for a privilege-separated token, on the token too)",
                 endpoint=self.endpoint,
             )
-        if status >= 500:
+        # 501 is how PVE says "no such API method": an unsupported version, not a failing server.
+        if status >= 500 and status != 501:
             raise errors.ServerError(
                 f"Proxmox at {self.endpoint} failed {what} with {status} ({reason}); see the pveproxy and "
                 "pvedaemon logs on the node",
@@ -338,8 +340,12 @@ def _describe(exc: BaseException) -> str:
     current: BaseException | None = exc
     text = type(exc).__name__
     while current is not None and id(current) not in seen:
-        if isinstance(current, OSError) and current.strerror:
-            return current.strerror
+        if isinstance(current, OSError) and (current.errno or current.strerror):
+            # asyncio's connect errors carry the errno but a generic strerror ("Connect call failed ...").
+            # DNS errors (socket.gaierror) have negative errnos and a meaningful strerror of their own.
+            if current.errno and current.errno > 0:
+                return os.strerror(current.errno)
+            return str(current.strerror)
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return text

@@ -1,0 +1,243 @@
+"""Fixtures for tests on the real control plane: the API server, the CRD, the operator, namespaces.
+
+With no KUBECONFIG, the project's own control plane is started (`hack/cluster.sh up`) and stopped again at the
+end if this session started it. A KUBECONFIG whose current context is not the local one is refused unless
+PXO_TEST_ALLOW_ANY_CLUSTER=1 says so explicitly: these tests create and delete namespaces.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.integration.kube import LOCAL_CONTEXT, ROOT, Cluster, wait_for
+from tests.integration.pve import PVE
+
+pytestmark = pytest.mark.integration
+
+CRD_NAME = "proxmoxclusters.proxmox-operator.dev"
+OPERATOR_NS = "proxmox-operator-system"
+OPERATOR_SA = "proxmox-operator"
+
+
+def _start_local_cluster() -> Path:
+    result = subprocess.run(
+        ["bash", str(ROOT / "hack" / "cluster.sh"), "up"],
+        stdout=subprocess.PIPE,
+        stderr=None,  # progress goes straight to the terminal (building takes minutes the first time)
+        text=True,
+        check=False,
+        timeout=1800,
+    )
+    if result.returncode != 0:
+        pytest.exit(f"hack/cluster.sh up failed with exit code {result.returncode}", returncode=3)
+    for line in reversed(result.stdout.splitlines()):
+        if line.startswith("export KUBECONFIG="):
+            return Path(line.split("=", 1)[1].strip())
+    pytest.exit("hack/cluster.sh up printed no `export KUBECONFIG=` line", returncode=3)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    given = os.environ.get("KUBECONFIG")
+    started = False
+    if given:
+        kc = Path(given.split(os.pathsep)[0])
+        current = Cluster(kc).kubectl("config", "current-context", check=False).stdout.strip()
+        if current != LOCAL_CONTEXT and os.environ.get("PXO_TEST_ALLOW_ANY_CLUSTER") != "1":
+            pytest.exit(
+                f"KUBECONFIG points at context {current!r}, not the local {LOCAL_CONTEXT!r}. These tests create "
+                "and delete namespaces: unset KUBECONFIG to use the local control plane, or set "
+                "PXO_TEST_ALLOW_ANY_CLUSTER=1 to run against this cluster anyway.",
+                returncode=4,
+            )
+    else:
+        kc = _start_local_cluster()
+        started = True
+    c = Cluster(kc)
+    c.kubectl("version")
+    yield c
+    if started and os.environ.get("PXO_KEEP_CLUSTER") != "1":
+        subprocess.run(["bash", str(ROOT / "hack" / "cluster.sh"), "down"], check=False, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def crd(cluster: Cluster) -> str:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+    # Discovery and the OpenAPI document lag a moment behind Established.
+    wait_for(lambda: cluster.kubectl("get", "pxc", "-A", check=False).returncode == 0, timeout=60, what="pxc API")
+    return CRD_NAME
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A kubeconfig for the operator's ServiceAccount, bound to exactly deploy/rbac.yaml."""
+    cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "deploy" / "rbac.yaml"))
+    wait_for(
+        lambda: cluster.kubectl("get", "sa", OPERATOR_SA, "-n", OPERATOR_NS, check=False).returncode == 0,
+        timeout=30,
+        what="the operator ServiceAccount",
+    )
+    token = cluster.kubectl("create", "token", OPERATOR_SA, "-n", OPERATOR_NS, "--duration=6h").stdout.strip()
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    cl = admin["clusters"][0]
+    kc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": cl["name"], "cluster": cl["cluster"]}],
+        "users": [{"name": OPERATOR_SA, "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": cl["name"], "user": OPERATOR_SA}}],
+        "current-context": "operator",
+    }
+    path = tmp_path_factory.mktemp("operator") / "kubeconfig"
+    path.write_text(yaml.safe_dump(kc))
+    return path
+
+
+class OperatorProcess:
+    """The real `proxmox-operator` console script, run as a subprocess with debug logging."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path, args: list[str]) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [str(ROOT / ".venv" / "bin" / "proxmox-operator"), "--verbose", *self.args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
+        )
+        log.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        return self.proc.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+# Long retry backoff on purpose: a resource that recovers within seconds in these tests did so because the
+# operator noticed the fix (a Secret or spec event), not because a retry happened to come along.
+OPERATOR_ARGS = ["--probe-interval", "300", "--backoff-base", "120", "--backoff-max", "300"]
+
+
+@pytest.fixture(scope="session")
+def operator(
+    crd: str, operator_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(operator_kubeconfig, tmp_path_factory.mktemp("operator-log") / "operator.log", OPERATOR_ARGS)
+    op.start()
+    time.sleep(0.5)
+    assert op.alive(), op.log()
+    yield op
+    code = op.stop()
+    # A clean shutdown on SIGTERM: kopf exits 0.
+    assert code == 0, f"operator exited with {code}:\n{op.log()[-5000:]}"
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, crd: str) -> Iterator[str]:
+    name = f"pxo-test-{secrets.token_hex(4)}"
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def secret_manifest(name: str, namespace: str, data: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "type": "Opaque",
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }
+
+
+def pxc_manifest(
+    name: str, namespace: str, *, endpoint: str, secret: str, ca_pem: str | None = None, insecure: bool | None = None
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"endpoint": endpoint, "credentialsRef": {"name": secret}}
+    tls: dict[str, Any] = {}
+    if ca_pem is not None:
+        tls["caBundle"] = ca_pem
+    if insecure is not None:
+        tls["insecureSkipVerify"] = insecure
+    if tls:
+        spec["tls"] = tls
+    return {
+        "apiVersion": "proxmox-operator.dev/v1alpha1",
+        "kind": "ProxmoxCluster",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def apply(cluster: Cluster, *objs: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess[str]:
+    return cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--field-manager=pytest",
+        "-f",
+        "-",
+        stdin=yaml.safe_dump_all(objs),
+        check=check,
+    )
+
+
+@pytest.fixture(scope="session")
+def pve_cert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One simulated cluster CA for the session: generating an RSA 4096 CA takes a while."""
+    return tmp_path_factory.mktemp("pve-certs")
+
+
+@pytest.fixture
+def pve(pve_cert_dir: Path) -> Iterator[PVE]:
+    sim = PVE(cert_dir=pve_cert_dir).start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture(scope="session")
+def other_ca_pem(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The CA of another simulated cluster: valid PEM that did not sign our simulator's certificate."""
+    other = PVE(cert_dir=tmp_path_factory.mktemp("other-pve-certs")).start()
+    try:
+        return other.ca_pem
+    finally:
+        other.stop()
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port with nothing listening on it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

