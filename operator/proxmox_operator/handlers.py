@@ -15,6 +15,7 @@ Why a daemon and event handlers, not create/update/delete handlers:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import platform
 from collections.abc import Mapping
@@ -61,17 +62,35 @@ async def close(*, memo: Any, **_: Any) -> None:
 
 
 @kopf.daemon(*PXC, id="worker", cancellation_timeout=5.0)
-async def worker(*, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+async def worker(
+    *, body: kopf.Body, namespace: str | None, name: str, memo: Any, stopped: kopf.DaemonStopped, **_: Any
+) -> None:
     """Register the cluster and keep its status true until the resource is deleted."""
     key = reconcile.Key(namespace or "", name)
+    stopping = asyncio.Event()
+    relay = asyncio.create_task(_relay(stopped, stopping))
     try:
-        await reconcile.run_worker(key, lambda: _plain(body), memo.kube, memo.registry, memo.tuning)
+        await reconcile.run_worker(
+            key, lambda: _plain(body), kube=memo.kube, registry=memo.registry, tuning=memo.tuning, stopping=stopping
+        )
     finally:
+        relay.cancel()
         if body.get("metadata", {}).get("deletionTimestamp"):
             log.info("%s: deregistered", key)
             memo.kube.post_event(
-                _plain(body), type_="Normal", reason="Deregistered", message="the cluster was deregistered"
+                _plain(body),
+                type_="Normal",
+                reason="Deregistered",
+                message="the cluster was deregistered",
+                # When the whole namespace is being deleted, no Event can be created in it any more.
+                retry=False,
             )
+
+
+async def _relay(stopped: kopf.DaemonStopped, stopping: asyncio.Event) -> None:
+    """kopf's stop flag as an asyncio.Event: the worker exits on its own instead of being cancelled."""
+    await stopped.wait()
+    stopping.set()
 
 
 @kopf.on.event(*PXC)

@@ -83,8 +83,14 @@ class KubeClient:
         except HTTPError as exc:
             raise KubeUnavailable(f"patching the status failed: {type(exc).__name__}") from None
 
-    def post_event(self, body: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
-        kopf.event(kopf.Body(cast(kopf.RawBody, dict(body))), type=type_, reason=reason, message=message)
+    def post_event(self, body: Mapping[str, Any], *, type_: str, reason: str, message: str, retry: bool = True) -> None:
+        kopf.event(
+            kopf.Body(cast(kopf.RawBody, dict(body))),
+            type=type_,
+            reason=reason,
+            message=message,
+            backoffs=None if retry else (),
+        )
 
 
 def _decode(data: Mapping[str, Any]) -> dict[str, bytes]:

@@ -22,10 +22,10 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 
@@ -43,6 +43,7 @@ from proxmox_operator.proxmox import (
 from proxmox_operator.proxmox.credentials import Credentials
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 READY = "Ready"
 
@@ -79,8 +80,8 @@ class Kube(Protocol):
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch the status subresource. Raises ObjectGone, KubeUnavailable."""
 
-    def post_event(self, body: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
-        """Record an Event about the object (fire and forget)."""
+    def post_event(self, body: Mapping[str, Any], *, type_: str, reason: str, message: str, retry: bool = True) -> None:
+        """Record an Event about the object (fire and forget; ``retry=False``: a single attempt)."""
 
 
 @dataclass(frozen=True)
@@ -355,35 +356,66 @@ async def reconcile_once(
 async def run_worker(
     key: Key,
     snapshot: Callable[[], Mapping[str, Any]],
+    *,
     kube: Kube,
     registry: Registry,
     tuning: Tuning,
+    stopping: asyncio.Event,
 ) -> None:
-    """The worker of one resource. Runs until cancelled; deregisters the cluster on the way out.
+    """The worker of one resource. Runs until ``stopping`` is set; deregisters the cluster on the way out.
 
-    ``snapshot`` returns the newest known body of the resource (kopf keeps it current from the watch).
+    ``snapshot`` returns the newest known body of the resource (kopf keeps it current from the watch). A round
+    in flight when ``stopping`` is set is abandoned at once: deletion never waits for an unreachable Proxmox.
     """
     waker = registry.waker(key)
     failures = 0
     try:
-        while True:
+        while not stopping.is_set():
             waker.clear()
-            try:
-                outcome = await reconcile_once(key, snapshot(), kube, registry, tuning)
-            except ObjectGone:
-                log.debug("%s is gone; the worker stops", key)
+            finished, outcome = await _unless_stopped(
+                _round(key, snapshot, kube, registry, tuning), stopping, limit=None
+            )
+            if not finished or outcome is None:
                 return
-            except KubeUnavailable as exc:
-                log.warning("%s: could not write the status (%s); retrying", key, exc)
-                outcome = Outcome(ready=False, reason="KubeUnavailable", message=str(exc))
-            except Exception:
-                # A bug or an unexpected answer must not kill the worker. Log the type and the traceback
-                # (our messages carry no secrets), then retry with backoff.
-                log.exception("%s: unexpected error in a reconcile round; retrying", key)
-                outcome = Outcome(ready=False, reason="InternalError", message="")
             failures = 0 if outcome.ready else failures + 1
-            delay = delay_after(outcome, failures, tuning)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waker.wait(), timeout=delay)
+            await _unless_stopped(waker.wait(), stopping, limit=delay_after(outcome, failures, tuning))
     finally:
         await registry.deregister(key)
+
+
+async def _round(
+    key: Key, snapshot: Callable[[], Mapping[str, Any]], kube: Kube, registry: Registry, tuning: Tuning
+) -> Outcome | None:
+    """One guarded round: None when the resource is gone, a failure outcome for anything unexpected."""
+    try:
+        return await reconcile_once(key, snapshot(), kube, registry, tuning)
+    except ObjectGone:
+        log.debug("%s is gone; the worker stops", key)
+        return None
+    except KubeUnavailable as exc:
+        log.warning("%s: the Kubernetes API failed (%s); retrying", key, exc)
+        return Outcome(ready=False, reason="KubeUnavailable", message=str(exc))
+    except Exception:
+        # A bug or an unexpected answer must not kill the worker. Our messages carry no secrets, and neither
+        # do tracebacks (they hold no local variables); retry with backoff.
+        log.exception("%s: unexpected error in a reconcile round; retrying", key)
+        return Outcome(ready=False, reason="InternalError", message="")
+
+
+async def _unless_stopped(
+    aw: Coroutine[Any, Any, _T], stopping: asyncio.Event, *, limit: float | None
+) -> tuple[bool, _T | None]:
+    """Run ``aw`` until it finishes, ``stopping`` is set or ``limit`` seconds pass: (finished, result)."""
+    work = asyncio.ensure_future(aw)
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({work, stop}, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not work.done():
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+    if work.cancelled() or not work.done():
+        return False, None
+    return True, work.result()
