@@ -1,0 +1,330 @@
+"""The PVE API listener: pveproxy's request pipeline on aiohttp.
+
+Follows pve-http-server ``src/PVE/APIServer/AnyEvent.pm`` (``process_header``, ``check_auth``,
+``handle_api2_request``, ``response``, ``error``) with pve-manager ``PVE/HTTPServer.pm``
+(``auth_handler``, ``rest_handler``) and the JSON formatter of pve-http-server
+``src/PVE/APIServer/Formatter/Standard.pm``:
+
+1. methods other than GET/POST/PUT/DELETE: ``501 method 'X' not available``;
+2. paths under ``/api2``: credentials are read - the ``PVEAuthCookie`` cookie, else a
+   ``PVEAuthCookie`` in ``Authorization``, else (only then) a ``PVEAPIToken`` in ``Authorization``;
+   values are URI-unescaped (``Formatter.pm`` ``extract_auth_value``);
+3. ``auth_handler`` failures: the status (401) and text in the reason phrase, empty body, sent after
+   the authentication delay (PVE: always 3 s);
+4. parameters: JSON body for ``application/json``, otherwise form-encoded; query parameters are merged
+   in; ``_dc`` is dropped;
+5. ``rest_handler``: ``501 Method 'GET /x' not implemented`` for unknown methods, ``403`` for tokens
+   on token-less methods and missing privileges, ``400`` for parameter errors;
+6. the JSON envelope ``{"data": ...}`` (plus ``errors``; plus ``message`` on error from
+   libpve-http-server-perl 5.2.0), the text in the reason phrase, a 401 from a handler delayed to
+   3 s after the request started;
+7. headers ``Server: pve-api-daemon/3.0``, ``Cache-Control: max-age=0``, ``Pragma: no-cache``,
+   ``Expires``; responses >= 400 close the connection; bodies above 1 KiB are gzip/deflate compressed
+   when the client accepts it.
+
+Idle keep-alive connections are closed after the configured timeout (pveproxy: 5 s) by aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import re
+import urllib.parse
+import zlib
+from dataclasses import dataclass
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import hdrs, web
+
+from pve_simulator.access import AuthInfo
+from pve_simulator.api import RequestContext, find_endpoint
+from pve_simulator.errors import ApiError, AuthFailure, perm_exc
+from pve_simulator.faults import DEFAULT_REASONS
+from pve_simulator.model import Node
+from pve_simulator.schema import Params, validate
+from pve_simulator.state import Simulation
+
+__all__ = ["BASE_URI", "SERVER_HEADER", "build_api_app"]
+
+BASE_URI = "/api2"
+SERVER_HEADER = "pve-api-daemon/3.0"
+COOKIE_NAME = "PVEAuthCookie"
+APITOKEN_NAME = "PVEAPIToken"
+JSON_CONTENT_TYPE = "application/json;charset=UTF-8"
+_KNOWN_METHODS = frozenset({"GET", "POST", "PUT", "DELETE"})
+_ABS_URI_RE = re.compile(rf"^{re.escape(BASE_URI)}/+([a-z][a-z0-9]+)(/.*)?$", re.DOTALL)
+_COMPRESS_ABOVE = 1024
+
+
+@dataclass(frozen=True)
+class _Result:
+    """What ``rest_handler`` returns: status, data, message and parameter errors."""
+
+    status: int
+    data: Any = None
+    message: str | None = None
+    errors: dict[str, str] | None = None
+    empty_body: bool = False
+
+
+def _reason(status: int, message: str | None) -> str:
+    """The reason phrase: the message's first line, else the standard phrase (``response``)."""
+    if message:
+        first = message.split("\n", 1)[0].split("\r", 1)[0]
+        if first:
+            return first
+    if status in DEFAULT_REASONS:
+        return DEFAULT_REASONS[status]
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def extract_auth_value(header: str | None, key: str) -> str | None:
+    """``PVE::APIServer::Formatter::extract_auth_value``: ``KEY=value`` or ``KEY value``, unescaped."""
+    if not header:
+        return None
+    match = re.search(rf"(?:^|\s){re.escape(key)}(?:=| )([^;]*)", header)
+    if match is None or not match.group(1):
+        return None
+    return urllib.parse.unquote(match.group(1))
+
+
+def split_abs_uri(path: str) -> tuple[str, str | None]:
+    """``$split_abs_uri``: ``/api2/json/version`` -> (``/version``, ``json``)."""
+    match = _ABS_URI_RE.match(path)
+    if match is None:
+        return "/", None
+    return match.group(2) or "/", match.group(1)
+
+
+def _unescape(data: bytes) -> bytes:
+    return urllib.parse.unquote_to_bytes(data.replace(b"+", b" "))
+
+
+def decode_urlencoded(data: bytes) -> Params:
+    """``decode_urlencoded`` of AnyEvent.pm, quirks included.
+
+    Fields split on ``&`` and ``;``; a field's value ends at its second ``=`` (Perl's list
+    assignment from ``split(/=/, ...)``); repeated fields become lists; a field without ``=`` is
+    undefined.
+    """
+    result: Params = {}
+    if not data:
+        return result
+    for field in re.split(rb"[&;]", data):
+        pieces = field.split(b"=")
+        key = _unescape(pieces[0]).decode("utf-8", "replace")
+        if len(pieces) < 2:
+            result[key] = None
+            continue
+        value: object = _unescape(pieces[1]).decode("utf-8", "replace")
+        old = result.get(key)
+        if old is not None:
+            value = [*old, value] if isinstance(old, list) else [old, value]
+        result[key] = value
+    return result
+
+
+class ApiListener:
+    """One HTTPS listener answering as ``node`` of the simulation."""
+
+    def __init__(self, sim: Simulation, node: Node) -> None:
+        self.sim = sim
+        self.node = node
+
+    # -- responses ------------------------------------------------------------------------------
+
+    def _response(
+        self,
+        request: web.Request,
+        status: int,
+        message: str | None,
+        body: bytes = b"",
+        content_type: str | None = None,
+    ) -> web.Response:
+        """``response``: standard headers, reason phrase, compression, connection handling."""
+        date = formatdate(usegmt=True)
+        headers = {
+            hdrs.DATE: date,
+            hdrs.EXPIRES: date,
+            hdrs.CACHE_CONTROL: "max-age=0",
+            hdrs.PRAGMA: "no-cache",
+            hdrs.SERVER: SERVER_HEADER,
+        }
+        if content_type is not None:
+            headers[hdrs.CONTENT_TYPE] = content_type
+        if len(body) > _COMPRESS_ABOVE:
+            accept = request.headers.get(hdrs.ACCEPT_ENCODING, "")
+            if "gzip" in accept:
+                body = gzip.compress(body)
+                headers[hdrs.CONTENT_ENCODING] = "gzip"
+            elif "deflate" in accept:
+                body = zlib.compress(body)
+                headers[hdrs.CONTENT_ENCODING] = "deflate"
+        keep_alive = status < 400 and request.keep_alive
+        headers[hdrs.CONNECTION] = "Keep-Alive" if keep_alive else "close"
+        response = web.Response(status=status, reason=_reason(status, message), body=body, headers=headers)
+        if not keep_alive:
+            response.force_close()
+        return response
+
+    def _error(self, request: web.Request, status: int, message: str) -> web.Response:
+        """``error``: plain error; the text is also the body from http-server 5.2.0."""
+        body = message.encode() if self.sim.flavour.error_message_in_body else b""
+        return self._response(request, status, message, body)
+
+    def _format(self, request: web.Request, result: _Result) -> web.Response:
+        """The JSON formatter (``prepare_response_data``)."""
+        if result.empty_body:
+            return self._response(request, result.status, result.message)
+        payload: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            payload["errors"] = result.errors
+        if result.status >= 400 and self.sim.flavour.error_message_in_body:
+            payload["message"] = result.message or _reason(result.status, None)
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return self._response(request, result.status, result.message, body, JSON_CONTENT_TYPE)
+
+    # -- pipeline -------------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """Entry point for every request on the listener."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        sim = self.sim
+        sim.counters.request(request.method, request.path)
+        latency = sim.faults.latency
+        if latency > 0:
+            await asyncio.sleep(latency)
+        authid: str | None = None
+        try:
+            response, authid = await self._dispatch(request, started)
+        except Exception as exc:  # any crash becomes a 500/501, like PVE's eval around the handler
+            sim.log.exception("internal error handling %s %s", request.method, request.path)
+            response = self._error(request, sim.flavour.internal_error_status, f"{type(exc).__name__}")
+        sim.counters.response(response.status)
+        sim.log.info(
+            "%s %s %s %d %s",
+            request.remote,
+            request.method,
+            request.path,
+            response.status,
+            authid or "-",
+        )
+        return response
+
+    async def _dispatch(self, request: web.Request, started: float) -> tuple[web.Response, str | None]:
+        """The pipeline; returns the response and the id to log (authenticated or login user)."""
+        sim = self.sim
+        method = request.method
+        path = request.path
+        if method not in _KNOWN_METHODS:
+            return self._response(request, 501, f"method '{method}' not available"), None
+        if not path.startswith(BASE_URI):
+            return self._error(request, sim.flavour.internal_error_status, f"no such file '{path}'"), None
+
+        authorization = request.headers.get(hdrs.AUTHORIZATION)
+        ticket = extract_auth_value(request.headers.get(hdrs.COOKIE), COOKIE_NAME)
+        if not ticket:
+            ticket = extract_auth_value(authorization, COOKIE_NAME)
+        api_token = None if ticket else extract_auth_value(authorization, APITOKEN_NAME)
+        rel_uri, fmt = split_abs_uri(path)
+        if fmt is None:
+            return self._error(request, 501, "no such uri"), None
+        is_login = method == "POST" and rel_uri == "/access/ticket"
+        if is_login:
+            sim.counters.login()
+        try:
+            auth = sim.access.auth_handler(
+                method, rel_uri, ticket, request.headers.get("CSRFPreventionToken"), api_token
+            )
+        except AuthFailure as exc:
+            sim.counters.auth_failure()
+            await asyncio.sleep(sim.config.auth_fail_delay)
+            return self._response(request, exc.status, exc.message), None
+        authid = auth.authid
+
+        body = await request.read()
+        if body and method not in ("PUT", "POST"):
+            return self._error(request, 501, f"Unexpected content for method '{method}'"), authid
+        if fmt != "json":
+            return self._error(request, 501, f"no formatter for uri {rel_uri}, {fmt}"), authid
+        try:
+            params = self._extract_params(request, body)
+        except ValueError as exc:
+            return self._error(request, sim.flavour.internal_error_status, str(exc)), authid
+        params.pop("_dc", None)
+
+        if is_login:
+            login_user = params.get("username")
+            authid = login_user if isinstance(login_user, str) else None
+        result = self._rest_handler(
+            request, method=method, rel_uri=rel_uri, auth=auth, params=params, is_login=is_login
+        )
+        if is_login:
+            sim.counters.login(result.status)
+        if result.status == 401:
+            elapsed = asyncio.get_running_loop().time() - started
+            await asyncio.sleep(max(sim.config.auth_fail_delay - elapsed, 0.0))
+        return self._format(request, result), authid
+
+    @staticmethod
+    def _extract_params(request: web.Request, body: bytes) -> Params:
+        """``extract_params``: body (JSON or form) for PUT/POST, then the query string on top."""
+        params: Params = {}
+        if request.method in ("PUT", "POST"):
+            if request.content_type == "application/json":
+                try:
+                    decoded = json.loads(body or b"null")
+                except ValueError:
+                    raise ValueError("malformed JSON string\n") from None
+                if not isinstance(decoded, dict):
+                    raise ValueError("Not a HASH reference\n")
+                params = dict(decoded)
+            else:
+                params = decode_urlencoded(body)
+        params.update(decode_urlencoded(request.query_string.encode("utf-8")))
+        return params
+
+    def _rest_handler(
+        self,
+        request: web.Request,
+        *,
+        method: str,
+        rel_uri: str,
+        auth: AuthInfo,
+        params: Params,
+        is_login: bool,
+    ) -> _Result:
+        sim = self.sim
+        endpoint = find_endpoint(method, rel_uri)
+        if endpoint is None:
+            return _Result(501, message=f"Method '{method} {rel_uri}' not implemented")
+        try:
+            if auth.api_token and not endpoint.allowtoken:
+                raise perm_exc(f"URI '{rel_uri}' not available with API token, need proper ticket.")
+            if endpoint.privileges and not sim.accounts.check(auth.authid or "", endpoint.privileges):
+                raise perm_exc(f"/, {'|'.join(endpoint.privileges)}")
+            forced = sim.faults.force_status
+            if forced is not None and not is_login:
+                reason = sim.faults.forced_reason()
+                return _Result(forced, message=reason, empty_body=forced in DEFAULT_REASONS)
+            checked = validate(params, endpoint.parameters)
+            context = RequestContext(sim=sim, node=self.node, auth=auth, client_ip=request.remote or "")
+            return _Result(200, data=endpoint.handler(context, checked))
+        except ApiError as exc:
+            return _Result(exc.status, message=exc.message, errors=exc.errors)
+
+
+def build_api_app(sim: Simulation, node: Node) -> web.Application:
+    """An aiohttp application answering every request as ``node`` of ``sim``."""
+    listener = ApiListener(sim, node)
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", listener.handle)
+    return app
