@@ -8,6 +8,7 @@ PXO_TEST_ALLOW_ANY_CLUSTER=1 says so explicitly: these tests create and delete n
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import secrets
 import signal
@@ -31,7 +32,14 @@ OPERATOR_NS = "proxmox-operator-system"
 OPERATOR_SA = "proxmox-operator"
 
 
-def _start_local_cluster() -> Path:
+def _start_local_cluster(config: pytest.Config) -> Path:
+    # Show cluster.sh's progress live: the first start builds Kubernetes for minutes.
+    capture = config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        return _run_cluster_up()
+
+
+def _run_cluster_up() -> Path:
     result = subprocess.run(
         ["bash", str(ROOT / "hack" / "cluster.sh"), "up"],
         stdout=subprocess.PIPE,
@@ -49,7 +57,7 @@ def _start_local_cluster() -> Path:
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
+def cluster(pytestconfig: pytest.Config) -> Iterator[Cluster]:
     given = os.environ.get("KUBECONFIG")
     started = False
     if given:
@@ -63,7 +71,7 @@ def cluster() -> Iterator[Cluster]:
                 returncode=4,
             )
     else:
-        kc = _start_local_cluster()
+        kc = _start_local_cluster(pytestconfig)
         started = True
     c = Cluster(kc)
     c.kubectl("version")
