@@ -50,6 +50,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="longest wait between retries of a failing cluster (default 120)",
     )
     parser.add_argument(
+        "--allow-cross-namespace-secrets",
+        action="store_true",
+        help="let credentialsRef.namespace name another namespace than the ProxmoxCluster's (default: refused)",
+    )
+    parser.add_argument(
         "--liveness", metavar="URL", default=None, help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz"
     )
     verbosity = parser.add_mutually_exclusive_group()
@@ -62,7 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     kopf.configure(verbose=args.verbose, quiet=args.quiet, log_format=kopf.LogFormat.FULL)
     tuning = reconcile.Tuning(
-        probe_interval=args.probe_interval, backoff_base=args.backoff_base, backoff_max=args.backoff_max
+        probe_interval=args.probe_interval,
+        backoff_base=args.backoff_base,
+        backoff_max=args.backoff_max,
+        allow_cross_namespace_secrets=args.allow_cross_namespace_secrets,
     )
     logging.getLogger(__name__).info(
         "proxmox-operator starting (%s); finalizer %s",

@@ -9,8 +9,8 @@ Why a daemon and event handlers, not create/update/delete handlers:
   on an unreachable Proxmox: the daemon is cancelled at once.
 * With no change handlers, kopf writes no diff-base or progress annotations: the only thing the operator
   adds to a user's object is its finalizer. Its writes go to the status subresource.
-* Secrets are watched with an event handler that persists nothing (a change handler would copy Secret data
-  into an annotation) and reacts only to Secrets that a registered resource references.
+* Secrets and ConfigMaps are watched with event handlers that persist nothing (a change handler would copy
+  Secret data into an annotation) and react only to the ones a registered resource references.
 """
 
 from __future__ import annotations
@@ -94,21 +94,33 @@ async def _relay(stopped: kopf.DaemonStopped, stopping: asyncio.Event) -> None:
 
 
 @kopf.on.event(*PXC)
-def spec_changed(*, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    """Wake the worker when the spec changed (a new generation); status writes do not wake it."""
+def resource_changed(*, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    """Wake the worker when the spec changed (a new generation) or it was paused or resumed; the operator's own
+    status writes do not wake it."""
     key = reconcile.Key(namespace or "", name)
-    if memo.registry.spec_changed(key, body.get("metadata", {}).get("generation")):
+    meta = body.get("metadata", {})
+    if memo.registry.changed(key, meta.get("generation"), reconcile.is_paused(meta)):
         memo.registry.wake(key)
 
 
-def _referenced(*, namespace: str | None, name: str, memo: Any, **_: Any) -> bool:
-    return bool(memo.registry.references_secret(namespace or "", name))
+def _referenced_secret(*, namespace: str | None, name: str, memo: Any, **_: Any) -> bool:
+    return bool(memo.registry.references("Secret", namespace or "", name))
 
 
-@kopf.on.event("", "v1", "secrets", when=_referenced)
+def _referenced_configmap(*, namespace: str | None, name: str, memo: Any, **_: Any) -> bool:
+    return bool(memo.registry.references("ConfigMap", namespace or "", name))
+
+
+@kopf.on.event("", "v1", "secrets", when=_referenced_secret)
 def secret_changed(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    """A referenced Secret was created, changed or deleted: re-check its users now."""
-    memo.registry.wake_secret_users(namespace or "", name)
+    """A referenced Secret (credentials or CA bundle) was created, changed or deleted: re-check its users now."""
+    memo.registry.wake_referencing("Secret", namespace or "", name)
+
+
+@kopf.on.event("", "v1", "configmaps", when=_referenced_configmap)
+def configmap_changed(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    """A referenced ConfigMap (CA bundle) was created, changed or deleted: re-check its users now."""
+    memo.registry.wake_referencing("ConfigMap", namespace or "", name)
 
 
 def _plain(obj: Any) -> Any:

@@ -63,6 +63,21 @@ class KubeClient:
             raise KubeUnavailable(f"reading Secret {namespace}/{name} failed: {type(exc).__name__}") from None
         return _decode(secret.data or {})
 
+    async def read_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
+        try:
+            cm = await asyncio.to_thread(
+                self._core.read_namespaced_config_map, name, namespace, _request_timeout=REQUEST_TIMEOUT
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            if exc.status == 403:
+                raise SecretForbidden from None
+            raise KubeUnavailable(f"reading ConfigMap {namespace}/{name} failed with HTTP {exc.status}") from None
+        except HTTPError as exc:
+            raise KubeUnavailable(f"reading ConfigMap {namespace}/{name} failed: {type(exc).__name__}") from None
+        return dict(cm.data or {})
+
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         try:
             await asyncio.to_thread(

@@ -32,6 +32,7 @@ CATEGORIES = ("proxmox",)
 
 # A Secret's name is a DNS subdomain (RFC 1123): at most 253 characters.
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 MAX_CA_BUNDLE = 65536
 
 
@@ -45,8 +46,30 @@ class _Model(BaseModel):
     )
 
 
+HTTPS_URL = r"^https://[^\s/?#]+(/[^\s?#]*)?$"
+HTTPS_URL_RULE = {
+    "rule": "isURL(self) && url(self).getScheme() == 'https' && url(self).getHostname() != ''",
+    "message": "must be an https:// URL with a host, e.g. https://pve1.example.com:8006",
+}
+Endpoint = Annotated[
+    str,
+    Field(
+        min_length=9,
+        max_length=2048,
+        pattern=HTTPS_URL,
+        json_schema_extra={"x-kubernetes-validations": [HTTPS_URL_RULE]},
+    ),
+]
+# PVE's format for certificate fingerprints, as /nodes reports ssl_fingerprint: SHA-256, colon-separated hex.
+FINGERPRINT = r"^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$"
+
+
+def _rules(*rules: tuple[str, str]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": [{"rule": rule, "message": message} for rule, message in rules]}
+
+
 class CredentialsRef(_Model):
-    """Where the Proxmox credentials are: a Secret in the same namespace as the ProxmoxCluster.
+    """Where the Proxmox credentials are: a Secret, by default in the namespace of the ProxmoxCluster.
 
     The Secret holds exactly one pair of keys: ``tokenId`` + ``tokenSecret`` (an API token, recommended;
     ``tokenId`` is ``USER@REALM!TOKENNAME``) or ``username`` + ``password`` (a password login; ``username``
@@ -54,65 +77,151 @@ class CredentialsRef(_Model):
     changes within seconds.
     """
 
-    name: Annotated[
-        str,
-        Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN),
-    ]
-    """Name of the Secret, in the namespace of this ProxmoxCluster."""
+    name: Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
+    """Name of the Secret."""
+
+    namespace: Annotated[str | None, Field(min_length=1, max_length=63, pattern=DNS_LABEL)] = None
+    """Namespace of the Secret. Unset: the ProxmoxCluster's own. Another namespace is refused
+    (reason SecretNamespaceForbidden) unless the operator runs with --allow-cross-namespace-secrets."""
+
+
+class CABundleRef(_Model):
+    """A key of a Secret or ConfigMap, in the namespace of the ProxmoxCluster, holding PEM certificates."""
+
+    kind: Literal["Secret", "ConfigMap"]
+    """Secret or ConfigMap."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
+    """Name of the Secret or ConfigMap."""
+
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = "ca.crt"
+    """The key holding the PEM certificates. Default 'ca.crt'."""
 
 
 class TLSSpec(_Model):
-    """How the operator verifies the Proxmox server's certificate. Verification is on by default."""
+    """How the operator verifies the Proxmox server's certificate. Verification is on by default.
+
+    Credentials are sent only after the certificate passed: a chain to the system CAs or to caBundle, or a
+    fingerprint in fingerprints.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra=_rules(
+            ("!(has(self.caBundle) && has(self.caBundleRef))", "set caBundle or caBundleRef, not both"),
+            (
+                "!(has(self.insecureSkipVerify) && self.insecureSkipVerify) || "
+                "!(has(self.caBundle) || has(self.caBundleRef) || has(self.fingerprints))",
+                "insecureSkipVerify turns verification off: it cannot be combined with caBundle, caBundleRef or "
+                "fingerprints",
+            ),
+        )
+    )
 
     ca_bundle: Annotated[
         str | None,
         Field(
             max_length=MAX_CA_BUNDLE,
-            json_schema_extra={
-                "x-kubernetes-validations": [
-                    {
-                        "rule": "self.contains('-----BEGIN CERTIFICATE-----')",
-                        "message": "caBundle must hold PEM certificates (-----BEGIN CERTIFICATE-----)",
-                    }
-                ]
-            },
+            json_schema_extra=_rules(
+                (
+                    "self.contains('-----BEGIN CERTIFICATE-----')",
+                    "caBundle must hold PEM certificates (-----BEGIN CERTIFICATE-----)",
+                )
+            ),
         ),
     ] = None
     """PEM certificates to trust instead of the system CAs, e.g. the cluster CA ``/etc/pve/pve-root-ca.pem``,
     which signed every node's certificate. Unset: the system's trusted CAs."""
 
+    ca_bundle_ref: CABundleRef | None = None
+    """Like caBundle, read from a key of a Secret or ConfigMap (watched: a change applies within seconds)."""
+
+    fingerprints: Annotated[
+        list[Annotated[str, Field(pattern=FINGERPRINT, max_length=95)]] | None,
+        Field(max_length=64, json_schema_extra={"x-kubernetes-list-type": "set"}),
+    ] = None
+    """SHA-256 fingerprints of node certificates in Proxmox's format (``AA:BB:...``, as ``pvenode cert info``
+    and ``GET /nodes`` show them). A certificate with a listed fingerprint is accepted even without a chain to
+    a trusted CA (the hostname is not checked then), as Proxmox's own clients do."""
+
     insecure_skip_verify: bool = False
     """Skip verification of the server certificate. Default false. Anyone on the path can then read the
-    credentials: use only for a throwaway lab."""
+    credentials: use only for a throwaway lab. Reported as TLSVerified=False and a Warning event."""
+
+
+class TimeoutsSpec(_Model):
+    """Timeouts of requests to Proxmox, in seconds."""
+
+    connect_seconds: Annotated[int, Field(ge=1, le=60)] = 5
+    """To establish a connection (TCP and TLS). Default 5."""
+
+    read_seconds: Annotated[int, Field(ge=1, le=300)] = 15
+    """To wait for an answer. Default 15."""
+
+    total_seconds: Annotated[int, Field(ge=1, le=600)] = 30
+    """For a whole request, a login included. Default 30."""
+
+
+class LimitsSpec(_Model):
+    """Limits per endpoint, so the operator never overloads a Proxmox node."""
+
+    max_concurrent_requests: Annotated[int, Field(ge=1, le=64)] = 4
+    """Requests in flight at once to one endpoint. Default 4."""
+
+    requests_per_second: Annotated[int, Field(ge=1, le=1000)] = 10
+    """Requests started per second to one endpoint. Default 10."""
+
+
+class HealthCheckSpec(_Model):
+    """How often the operator re-checks a Ready cluster."""
+
+    interval_seconds: Annotated[int, Field(ge=10, le=86400)] = 60
+    """Seconds between probes, with +-10% jitter; failures back off exponentially. Default 60, minimum 10."""
 
 
 class ProxmoxClusterSpec(_Model):
     """Desired state: which Proxmox VE cluster to register and how to log in to it."""
 
-    endpoint: Annotated[
-        str,
-        Field(
-            min_length=9,
-            max_length=2048,
-            pattern=r"^https://[^\s/?#]+(/[^\s?#]*)?$",
-            json_schema_extra={
-                "x-kubernetes-validations": [
-                    {
-                        "rule": "isURL(self) && url(self).getScheme() == 'https' && url(self).getHostname() != ''",
-                        "message": "endpoint must be an https:// URL with a host, e.g. https://pve1.example.com:8006",
-                    }
-                ]
-            },
-        ),
-    ]
-    """HTTPS URL of a Proxmox VE node's API, e.g. ``https://pve1.example.com:8006``. Plain http is rejected:
-    Proxmox serves its API only over TLS. Port 8006 is Proxmox's default; a URL without a port uses 443."""
+    model_config = ConfigDict(
+        json_schema_extra=_rules(
+            ("has(self.endpoint) != has(self.endpoints)", "set exactly one of endpoint or endpoints"),
+        )
+    )
+
+    endpoint: Endpoint | None = None
+    """HTTPS URL of a Proxmox VE node's API, e.g. ``https://pve1.example.com:8006``: the one-element form of
+    endpoints. Plain http is rejected: Proxmox serves its API only over TLS."""
+
+    endpoints: Annotated[
+        list[Endpoint] | None,
+        Field(min_length=1, max_length=16, json_schema_extra={"x-kubernetes-list-type": "set"}),
+    ] = None
+    """HTTPS URLs of several nodes of the cluster, most preferred first. The operator fails over to the next on
+    a transport error (refused, reset, timeout, TLS handshake), never on an HTTP error, and returns to the
+    first when it answers again."""
+
+    discover_endpoints: bool = True
+    """Also use the node addresses that ``GET /cluster/status`` reports (with the port of the first endpoint),
+    after the configured ones. Default true. They are kept in status.endpoints."""
 
     credentials_ref: CredentialsRef
     """Reference to the Secret with the login (API token or username/password)."""
 
     tls: TLSSpec | None = None
     """TLS verification settings. Unset: verify against the system's trusted CAs."""
+
+    timeouts: TimeoutsSpec | None = None
+    """Request timeouts. Unset: connect 5 s, read 15 s, total 30 s."""
+
+    limits: LimitsSpec | None = None
+    """Per-endpoint concurrency and rate limits. Unset: 4 in flight, 10 requests per second."""
+
+    health_check: HealthCheckSpec | None = None
+    """Probe interval. Unset: every 60 s."""
+
+    @property
+    def all_endpoints(self) -> list[str]:
+        """The configured endpoints, most preferred first."""
+        return list(self.endpoints or ([self.endpoint] if self.endpoint else []))
 
 
 class ConditionStatus(StrEnum):
@@ -156,6 +265,51 @@ class VersionInfo(_Model):
     """The git commit of pve-manager the server was built from."""
 
 
+class NodeStatus(_Model):
+    """One node of the cluster, from ``GET /nodes`` and ``GET /cluster/status``."""
+
+    name: str
+    """Node name."""
+
+    online: bool
+    """Whether the node is online in the cluster."""
+
+    ip: str | None = None
+    """The node's cluster address (``GET /cluster/status``)."""
+
+    level: str | None = None
+    """Subscription level ('' without a subscription)."""
+
+
+class NodesStatus(_Model):
+    """The cluster's nodes."""
+
+    total: Annotated[int, Field(ge=0)]
+    """Nodes in the cluster, online or not."""
+
+    online: Annotated[int, Field(ge=0)]
+    """Nodes online."""
+
+    summary: str
+    """'online/total', e.g. '3/3' (the Nodes printer column)."""
+
+    items: Annotated[
+        list[NodeStatus],
+        Field(json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}),
+    ] = Field(default_factory=list)
+    """Every node, by name."""
+
+
+class AuthStatus(_Model):
+    """How the operator logs in (never the secret)."""
+
+    method: Literal["token", "password"]
+    """'token' (an API token) or 'password' (a ticket from a password login)."""
+
+    id: str
+    """The token id (USER@REALM!TOKENNAME) or the user (USER@REALM)."""
+
+
 class ProxmoxClusterStatus(_Model):
     """Observed state, written by the operator only."""
 
@@ -163,10 +317,29 @@ class ProxmoxClusterStatus(_Model):
     """The ``metadata.generation`` of the spec this status describes."""
 
     version: VersionInfo | None = None
-    """The Proxmox VE version of the endpoint, from the last successful probe."""
+    """The Proxmox VE version, from the last successful probe."""
+
+    cluster_name: str | None = None
+    """The corosync cluster name; unset for a standalone node."""
+
+    quorate: bool | None = None
+    """Whether the cluster has quorum (QDevice votes included), from ``GET /cluster/status``."""
+
+    nodes: NodesStatus | None = None
+    """The cluster's nodes, from the last successful probe."""
 
     node_count: Annotated[int, Field(ge=0)] | None = None
     """How many nodes ``GET /nodes`` lists (online or not), from the last successful probe."""
+
+    endpoints: Annotated[list[str], Field(json_schema_extra={"x-kubernetes-list-type": "atomic"})] | None = None
+    """Node API endpoints discovered from ``GET /cluster/status``; used after the configured ones, and kept here
+    so they survive an operator restart."""
+
+    active_endpoint: str | None = None
+    """The endpoint that answered the last probe."""
+
+    auth: AuthStatus | None = None
+    """How the operator logs in."""
 
     last_probe_time: datetime | None = None
     """When the operator last talked to Proxmox for this resource, successful or not."""
@@ -180,7 +353,8 @@ class ProxmoxClusterStatus(_Model):
             }
         ),
     ] = Field(default_factory=list)
-    """Current conditions. ``Ready`` summarises them: True when the operator logged in and read the cluster."""
+    """Ready (the summary), Authenticated, Reachable, TLSVerified, Quorate, PermissionsSufficient, and Paused or
+    Duplicate when they apply."""
 
 
 class ProxmoxCluster(_Model):
@@ -193,9 +367,10 @@ class ProxmoxCluster(_Model):
     status: ProxmoxClusterStatus | None = None
 
     PRINTER_COLUMNS: ClassVar[tuple[dict[str, Any], ...]] = (
-        {"name": "Endpoint", "type": "string", "jsonPath": ".spec.endpoint"},
+        {"name": "Endpoint", "type": "string", "jsonPath": ".status.activeEndpoint"},
         {"name": "Version", "type": "string", "jsonPath": ".status.version.version"},
-        {"name": "Nodes", "type": "integer", "jsonPath": ".status.nodeCount"},
+        {"name": "Nodes", "type": "string", "jsonPath": ".status.nodes.summary"},
+        {"name": "Quorate", "type": "boolean", "jsonPath": ".status.quorate"},
         {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
         {
             "name": "Reason",

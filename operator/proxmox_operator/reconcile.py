@@ -2,15 +2,16 @@
 
 One *worker* runs per ProxmoxCluster (hosted by a kopf daemon, see :mod:`.handlers`). Each round it
 
-1. reads the resource's spec and the referenced Secret,
-2. logs in to Proxmox and reads ``/version`` and ``/nodes`` through the resource's pooled client,
-3. writes the whole status in one PATCH to the status subresource, and posts an Event when ``Ready`` changes,
-4. sleeps until the next probe, a backoff after a failure, or a wake-up: a spec change or a change of the
-   referenced Secret wakes it at once, so fixing a cause is noticed within seconds.
+1. reads the resource's spec, the referenced Secret (and CA bundle, when referenced),
+2. logs in to Proxmox and reads ``/version``, ``/nodes``, ``/cluster/status`` and the caller's permissions
+   through the resource's :class:`~proxmox_operator.proxmox.ProxmoxClient`, failing over between endpoints,
+3. writes the whole status in one PATCH to the status subresource, and posts Events for transitions only,
+4. sleeps until the next probe (the health-check interval with jitter), a backoff after a failure, or a
+   wake-up: a spec change, a pause/resume, or a change of a referenced Secret or ConfigMap wakes it at once.
 
 When the worker stops (the resource is deleted, or the operator exits) its connection is closed and its
-session forgotten: that is deregistration. Nothing here can raise out of a round: every failure becomes a
-condition with a CamelCase reason and a message a person can act on.
+session forgotten: that is deregistration. Nothing here raises out of a round: every failure becomes conditions
+with CamelCase reasons and messages a person can act on.
 
 The Kubernetes side is reached only through the small :class:`Kube` protocol, implemented with real clients in
 :mod:`.kube` and exercised against a real API server by the integration tests.
@@ -20,32 +21,55 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 
-from proxmox_operator import conditions
-from proxmox_operator.models import ConditionStatus, ProxmoxClusterSpec, ProxmoxClusterStatus, VersionInfo
+from proxmox_operator import conditions, models
+from proxmox_operator.models import (
+    AuthStatus,
+    ConditionStatus,
+    NodesStatus,
+    NodeStatus,
+    ProxmoxClusterSpec,
+    ProxmoxClusterStatus,
+    VersionInfo,
+)
 from proxmox_operator.proxmox import (
     CredentialsInvalid,
+    Limits,
     ProxmoxClient,
     ProxmoxError,
     Timeouts,
     TrustConfig,
     TrustConfigInvalid,
+    endpoint_for_ip,
     from_secret_data,
 )
+from proxmox_operator.proxmox import errors as pve_errors
 from proxmox_operator.proxmox.credentials import Credentials
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 READY = "Ready"
+AUTHENTICATED = "Authenticated"
+REACHABLE = "Reachable"
+TLS_VERIFIED = "TLSVerified"
+QUORATE = "Quorate"
+PERMISSIONS = "PermissionsSufficient"
+PAUSED = "Paused"
+DUPLICATE = "Duplicate"
+PROBE_CONDITIONS = (AUTHENTICATED, REACHABLE, TLS_VERIFIED, QUORATE, PERMISSIONS)
+PAUSE_ANNOTATION = f"{models.GROUP}/paused"
+#: What the operator reads needs Sys.Audit on / (cluster status, node details; pve-manager API2/Cluster.pm).
+REQUIRED_PRIVILEGES = ("Sys.Audit",)
 
 
 @dataclass(frozen=True)
@@ -77,6 +101,9 @@ class Kube(Protocol):
     async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
         """Decoded Secret data, or None when it does not exist. Raises SecretForbidden, KubeUnavailable."""
 
+    async def read_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
+        """ConfigMap data, or None when it does not exist. Raises SecretForbidden, KubeUnavailable."""
+
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch the status subresource. Raises ObjectGone, KubeUnavailable."""
 
@@ -86,7 +113,7 @@ class Kube(Protocol):
 
 @dataclass(frozen=True)
 class Tuning:
-    """Timings of the worker loop. Tests shorten them; production keeps the defaults."""
+    """Operator-wide settings of the worker loop. Tests shorten them; production keeps the defaults."""
 
     probe_interval: float = 60.0
     backoff_base: float = 2.0
@@ -94,20 +121,56 @@ class Tuning:
     #: Failures only the user can fix (bad credentials, TLS) retry no faster than this. Proxmox delays every
     #: failed login by 3 s; never hammer it with bad credentials.
     slow_backoff_min: float = 10.0
-    timeouts: Timeouts = field(default_factory=Timeouts)
+    allow_cross_namespace_secrets: bool = False
+
+
+@dataclass(frozen=True)
+class Cond:
+    """A condition's value as a probe computed it."""
+
+    status: ConditionStatus
+    reason: str
+    message: str = ""
+
+
+def _true(reason: str, message: str = "") -> Cond:
+    return Cond(ConditionStatus.TRUE, reason, message)
+
+
+def _false(reason: str, message: str = "") -> Cond:
+    return Cond(ConditionStatus.FALSE, reason, message)
+
+
+def _unknown(reason: str = "NotChecked", message: str = "") -> Cond:
+    return Cond(ConditionStatus.UNKNOWN, reason, message)
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a successful read of the cluster found."""
+
+    version: VersionInfo
+    nodes: NodesStatus
+    cluster_name: str | None
+    quorate: bool | None
+    identity: str | None = None
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one probe found: either a success with data, or a failure reason and message."""
+    """What one probe found: the Ready summary, the other conditions, and the facts read."""
 
     ready: bool
     reason: str
     message: str
-    version: VersionInfo | None = None
-    node_count: int | None = None
     #: False when only a change by the user can help (credentials, TLS settings): back off more slowly.
     transient: bool = True
+    retry_after: float | None = None
+    conditions: Mapping[str, Cond] = field(default_factory=dict)
+    facts: Facts | None = None
+    endpoints: list[str] | None = None
+    active_endpoint: str | None = None
+    auth: AuthStatus | None = None
 
 
 @dataclass
@@ -117,17 +180,20 @@ class _Connection:
 
 
 class Registry:
-    """The clusters this operator has registered: one pooled client per resource, plus wake-ups.
+    """The clusters this operator has registered: one client per resource, wake-ups, references, identities.
 
-    Clients are keyed by resource and rebuilt when the endpoint, trust settings or credentials change (the old
-    session is dropped with its pool).
+    Clients are keyed by resource and rebuilt when endpoints, trust, credentials, timeouts or limits change (the
+    old session is dropped with its pools).
     """
 
     def __init__(self) -> None:
         self._connections: dict[Key, _Connection] = {}
         self._wakers: dict[Key, asyncio.Event] = {}
-        self._secret_refs: dict[Key, tuple[str, str]] = {}
+        self._refs: dict[Key, frozenset[tuple[str, str, str]]] = {}
         self._generations: dict[Key, int | None] = {}
+        self._paused: dict[Key, bool] = {}
+        # cluster identity -> {key: (creationTimestamp, key)}: who registered the same Proxmox cluster.
+        self._identities: dict[str, dict[Key, tuple[str, str]]] = {}
         self._retiring: set[asyncio.Task[None]] = set()  # closing pools of replaced clients
 
     def __len__(self) -> int:
@@ -141,44 +207,86 @@ class Registry:
         if waker is not None:
             waker.set()
 
-    def references_secret(self, namespace: str, name: str) -> bool:
-        return (namespace, name) in self._secret_refs.values()
+    def references(self, kind: str, namespace: str, name: str) -> bool:
+        """Whether any registered resource references this Secret or ConfigMap."""
+        ref = (kind, namespace, name)
+        return any(ref in refs for refs in self._refs.values())
 
-    def wake_secret_users(self, namespace: str, name: str) -> list[Key]:
-        """Wake every worker whose resource references Secret ``namespace/name``."""
-        keys = [key for key, ref in self._secret_refs.items() if ref == (namespace, name)]
+    def wake_referencing(self, kind: str, namespace: str, name: str) -> list[Key]:
+        """Wake every worker whose resource references the Secret or ConfigMap ``namespace/name``."""
+        ref = (kind, namespace, name)
+        keys = [key for key, refs in self._refs.items() if ref in refs]
         for key in keys:
             self.wake(key)
         return keys
 
-    def spec_changed(self, key: Key, generation: int | None) -> bool:
-        """Whether ``generation`` differs from the one the worker last reconciled."""
-        return key in self._generations and self._generations[key] != generation
+    def changed(self, key: Key, generation: int | None, paused: bool) -> bool:
+        """Whether the spec (a new generation) or the pause annotation differs from what the worker last saw."""
+        if key not in self._generations:
+            return False
+        return self._generations[key] != generation or self._paused.get(key, False) != paused
 
-    def note_reconciled(self, key: Key, generation: int | None, secret: tuple[str, str]) -> None:
+    def note_seen(self, key: Key, generation: int | None, paused: bool, refs: Iterable[tuple[str, str, str]]) -> None:
         self._generations[key] = generation
-        self._secret_refs[key] = secret
+        self._paused[key] = paused
+        self._refs[key] = frozenset(refs)
 
-    def client(self, key: Key, spec: ProxmoxClusterSpec, creds: Credentials, timeouts: Timeouts) -> ProxmoxClient:
-        """The resource's client, built anew when endpoint, TLS settings or credentials changed."""
-        trust = _trust(spec)
-        fingerprint = "\0".join(
-            [spec.endpoint, str(trust.ca_bundle), str(trust.insecure_skip_verify), creds.fingerprint()]
-        )
+    def claim(self, identity: str, key: Key, created: str) -> Key | None:
+        """Record that ``key`` registers the Proxmox cluster ``identity``; return the earlier registrant, if any."""
+        claims = self._identities.setdefault(identity, {})
+        for other_identity, other in self._identities.items():
+            if other_identity != identity and key in other:
+                del other[key]
+        claims[key] = (created, str(key))
+        first = min(claims, key=lambda k: claims[k])
+        return None if first == key else first
+
+    def _release(self, key: Key) -> None:
+        for identity, claims in list(self._identities.items()):
+            if claims.pop(key, None) is not None:
+                for other in claims:
+                    self.wake(other)  # the next one in line is no longer a duplicate
+            if not claims:
+                del self._identities[identity]
+
+    def client(self, key: Key, spec: ProxmoxClusterSpec, creds: Credentials, trust: TrustConfig) -> ProxmoxClient:
+        """The resource's client, built anew when anything that shapes the connection changed."""
+        timeouts, limits = _timeouts(spec), _limits(spec)
+        fingerprint = hashlib.sha256(
+            repr(
+                (
+                    spec.all_endpoints,
+                    trust.ca_bundle,
+                    sorted(trust.fingerprints),
+                    trust.insecure_skip_verify,
+                    creds.fingerprint(),
+                    timeouts,
+                    limits,
+                )
+            ).encode()
+        ).hexdigest()
         conn = self._connections.get(key)
         if conn is not None and conn.fingerprint == fingerprint:
             return conn.client
         if conn is not None:
             self._retire(conn.client)
-        client = ProxmoxClient(spec.endpoint, credentials=creds, trust=trust, timeouts=timeouts)
+        client = ProxmoxClient(spec.all_endpoints, credentials=creds, trust=trust, timeouts=timeouts, limits=limits)
         self._connections[key] = _Connection(client=client, fingerprint=fingerprint)
         return client
 
+    async def disconnect(self, key: Key) -> None:
+        """Close the resource's client (pause), keeping what the worker needs to resume."""
+        conn = self._connections.pop(key, None)
+        if conn is not None:
+            await conn.client.aclose()
+
     async def deregister(self, key: Key) -> bool:
-        """Forget the resource: close its pool and drop its session. Returns whether it was registered."""
+        """Forget the resource: close its pools and drop its session. Returns whether it had a connection."""
         self._wakers.pop(key, None)
-        self._secret_refs.pop(key, None)
+        self._refs.pop(key, None)
         self._generations.pop(key, None)
+        self._paused.pop(key, None)
+        self._release(key)
         conn = self._connections.pop(key, None)
         if conn is None:
             return False
@@ -195,61 +303,309 @@ class Registry:
         task.add_done_callback(self._retiring.discard)
 
 
-def _trust(spec: ProxmoxClusterSpec) -> TrustConfig:
+def _timeouts(spec: ProxmoxClusterSpec) -> Timeouts:
+    t = spec.timeouts or models.TimeoutsSpec()
+    return Timeouts(connect=t.connect_seconds, read=t.read_seconds, total=t.total_seconds)
+
+
+def _limits(spec: ProxmoxClusterSpec) -> Limits:
+    lim = spec.limits or models.LimitsSpec()
+    return Limits(max_concurrent=lim.max_concurrent_requests, requests_per_second=lim.requests_per_second)
+
+
+def is_paused(meta: Mapping[str, Any]) -> bool:
+    return str((meta.get("annotations") or {}).get(PAUSE_ANNOTATION, "")).lower() == "true"
+
+
+def references(key: Key, spec: ProxmoxClusterSpec) -> list[tuple[str, str, str]]:
+    """The Secrets and ConfigMaps a resource depends on: (kind, namespace, name)."""
+    refs = [("Secret", spec.credentials_ref.namespace or key.namespace, spec.credentials_ref.name)]
+    if spec.tls and spec.tls.ca_bundle_ref:
+        refs.append((spec.tls.ca_bundle_ref.kind, key.namespace, spec.tls.ca_bundle_ref.name))
+    return refs
+
+
+def _stopped_early(
+    reason: str, message: str, *, transient: bool = True, conds: Mapping[str, Cond] | None = None
+) -> Outcome:
+    """A failure before talking to Proxmox: the probe conditions are Unknown unless given."""
+    values = {t: _unknown() for t in PROBE_CONDITIONS}
+    values.update({t: c if c.message else Cond(c.status, c.reason, message) for t, c in (conds or {}).items()})
+    return Outcome(ready=False, reason=reason, message=message, transient=transient, conditions=values)
+
+
+async def _trust(key: Key, spec: ProxmoxClusterSpec, kube: Kube) -> TrustConfig | Outcome:
     tls = spec.tls
     if tls is None:
         return TrustConfig()
-    return TrustConfig(ca_bundle=tls.ca_bundle, insecure_skip_verify=tls.insecure_skip_verify)
+    ca_bundle = tls.ca_bundle
+    ref = tls.ca_bundle_ref
+    if ref is not None:
+        where = f"{ref.kind} '{ref.name}' in namespace '{key.namespace}'"
+        try:
+            if ref.kind == "Secret":
+                raw = await kube.read_secret(key.namespace, ref.name)
+                data = None if raw is None else {k: v.decode("utf-8", "replace") for k, v in raw.items()}
+            else:
+                data = await kube.read_configmap(key.namespace, ref.name)
+        except SecretForbidden:
+            return _stopped_early(
+                "CABundleForbidden",
+                f"the operator may not read {where}",
+                transient=False,
+                conds={TLS_VERIFIED: _false("CABundleForbidden")},
+            )
+        if data is None or not data.get(ref.key, "").strip():
+            missing = f"{where} does not exist" if data is None else f"{where} has no key '{ref.key}'"
+            return _stopped_early(
+                "CABundleNotFound",
+                f"{missing}; spec.tls.caBundleRef must name PEM certificates",
+                conds={TLS_VERIFIED: _false("CABundleNotFound")},
+            )
+        ca_bundle = data[ref.key]
+    return TrustConfig.build(
+        ca_bundle=ca_bundle, fingerprints=tls.fingerprints or (), insecure_skip_verify=tls.insecure_skip_verify
+    )
 
 
-async def probe(key: Key, spec: ProxmoxClusterSpec, kube: Kube, registry: Registry, tuning: Tuning) -> Outcome:
-    """Read the Secret, log in, read version and nodes. Never raises for an expected failure."""
-    secret_name = spec.credentials_ref.name
-    where = f"Secret '{secret_name}' in namespace '{key.namespace}'"
+async def probe(
+    key: Key,
+    spec: ProxmoxClusterSpec,
+    kube: Kube,
+    registry: Registry,
+    tuning: Tuning,
+    *,
+    known_endpoints: list[str] | None = None,
+) -> Outcome:
+    """Read the Secret, log in, read the cluster. Never raises for an expected failure."""
+    ref = spec.credentials_ref
+    secret_ns = ref.namespace or key.namespace
+    where = f"Secret '{ref.name}' in namespace '{secret_ns}'"
+    if secret_ns != key.namespace and not tuning.allow_cross_namespace_secrets:
+        return _stopped_early(
+            "SecretNamespaceForbidden",
+            f"{where} is in another namespace than the ProxmoxCluster; move the Secret to namespace "
+            f"'{key.namespace}', or start the operator with --allow-cross-namespace-secrets",
+            transient=False,
+            conds={AUTHENTICATED: _false("SecretNamespaceForbidden")},
+        )
     try:
-        data = await kube.read_secret(key.namespace, secret_name)
+        data = await kube.read_secret(secret_ns, ref.name)
     except SecretForbidden:
-        return Outcome(
-            ready=False,
-            reason="SecretForbidden",
-            message=f"the operator may not read {where}; grant its ServiceAccount 'get' on secrets",
+        return _stopped_early(
+            "SecretForbidden",
+            f"the operator may not read {where}; grant its ServiceAccount 'get' on secrets",
+            transient=False,
+            conds={AUTHENTICATED: _false("SecretForbidden")},
         )
     if data is None:
-        return Outcome(
-            ready=False,
-            reason="SecretNotFound",
-            message=f"{where} does not exist; create it with tokenId + tokenSecret or username + password",
+        return _stopped_early(
+            "SecretNotFound",
+            f"{where} does not exist; create it with tokenId + tokenSecret or username + password",
+            conds={AUTHENTICATED: _false("SecretNotFound")},
         )
     try:
         creds = from_secret_data(data)
     except CredentialsInvalid as exc:
-        return Outcome(ready=False, reason="SecretInvalid", message=f"{where}: {exc}", transient=False)
+        return _stopped_early(
+            "SecretInvalid", f"{where}: {exc}", transient=False, conds={AUTHENTICATED: _false("SecretInvalid")}
+        )
+    trust = await _trust(key, spec, kube)
+    if isinstance(trust, Outcome):
+        return trust
     try:
-        client = registry.client(key, spec, creds, tuning.timeouts)
+        client = registry.client(key, spec, creds, trust)
     except TrustConfigInvalid as exc:
-        return Outcome(ready=False, reason="TLSConfigInvalid", message=str(exc), transient=False)
+        tls = spec.tls
+        field = "spec.tls.caBundleRef" if tls is not None and tls.ca_bundle_ref is not None else "spec.tls.caBundle"
+        message = f"{field}: {exc}"
+        return _stopped_early(
+            "TLSConfigInvalid", message, transient=False, conds={TLS_VERIFIED: _false("TLSConfigInvalid")}
+        )
+    if spec.discover_endpoints and not client.discovered and known_endpoints:
+        client.set_discovered(known_endpoints)  # from status: discovery survives an operator restart
+    auth = AuthStatus(method="token" if creds.method == "token" else "password", id=creds.identity)
+    return await _read_cluster(spec, client, trust, auth)
+
+
+async def _read_cluster(
+    spec: ProxmoxClusterSpec, client: ProxmoxClient, trust: TrustConfig, auth: AuthStatus
+) -> Outcome:
+    conds: dict[str, Cond] = {t: _unknown() for t in PROBE_CONDITIONS}
+    tls_ok = (
+        _true("Verified", f"certificate checked against {trust.description}")
+        if trust.verified
+        else _false("InsecureSkipVerify", "certificate verification is off (spec.tls.insecureSkipVerify)")
+    )
+    client.begin_round()
+    version = nodes = None
     try:
         await client.login()
         version = await client.version()
+        conds[REACHABLE] = _true("Connected", f"{client.active_endpoint} answers")
+        conds[TLS_VERIFIED] = tls_ok
+        conds[AUTHENTICATED] = _true("LoggedIn", f"as {auth.id} ({auth.method})")
         nodes = await client.nodes()
+        try:
+            status = await client.cluster_status()
+        except pve_errors.PermissionDenied as exc:
+            status = None
+            missing = _missing_privileges(client, exc)
+            conds[PERMISSIONS] = _false("PermissionDenied", missing)
+        else:
+            conds[PERMISSIONS] = await _permissions(client)
     except ProxmoxError as exc:
-        return Outcome(
-            ready=False,
-            reason=exc.reason,
-            message=str(exc),
-            transient=exc.transient,
+        return _failed(exc, conds, tls_ok, client, auth)
+    facts = _facts(version, nodes, status)
+    discovered = _discovered(spec, client, status)
+    if spec.discover_endpoints:
+        client.set_discovered(discovered)
+    if facts.quorate is False:
+        conds[QUORATE] = _false(
+            "QuorumLost",
+            f"cluster '{facts.cluster_name}' has no quorum: {facts.nodes.summary} "
+            "nodes online; VMs cannot be started or changed until it returns",
         )
-    online = sum(1 for n in nodes if n.status == "online")
-    return Outcome(
-        ready=True,
-        reason="Registered",
-        message=(
-            f"logged in to Proxmox VE {version.version} at {spec.endpoint} as {creds.identity} "
-            f"({creds.method}); {len(nodes)} node(s), {online} online"
-        ),
-        version=VersionInfo(version=version.version, release=version.release, repoid=version.repoid),
-        node_count=len(nodes),
+    elif facts.quorate is True:
+        conds[QUORATE] = _true(
+            "Quorate", f"cluster '{facts.cluster_name}'" if facts.cluster_name else "standalone node"
+        )
+
+    def outcome(ready: bool, reason: str, message: str, *, transient: bool = True) -> Outcome:
+        return Outcome(
+            ready=ready,
+            reason=reason,
+            message=message,
+            transient=transient,
+            conditions=conds,
+            facts=facts,
+            endpoints=discovered if spec.discover_endpoints else None,
+            active_endpoint=client.active_endpoint,
+            auth=auth,
+        )
+
+    if conds[PERMISSIONS].status == ConditionStatus.FALSE:
+        return outcome(False, "PermissionDenied", conds[PERMISSIONS].message, transient=False)
+    if facts.quorate is False:
+        return outcome(False, "QuorumLost", conds[QUORATE].message)
+    where = f"cluster '{facts.cluster_name}'" if facts.cluster_name else "standalone node"
+    return outcome(
+        True,
+        "Registered",
+        f"Proxmox VE {facts.version.version}, {where}, {facts.nodes.summary} nodes online, via "
+        f"{client.active_endpoint} as {auth.id} ({auth.method})",
     )
+
+
+def _failed(
+    exc: ProxmoxError, conds: dict[str, Cond], tls_ok: Cond, client: ProxmoxClient, auth: AuthStatus
+) -> Outcome:
+    """Conditions after a failure: what was reached is known, what comes after stays Unknown."""
+    if isinstance(exc, pve_errors.Unreachable | pve_errors.Timeout):
+        conds[REACHABLE] = _false(exc.reason, str(exc))
+    elif isinstance(exc, pve_errors.TLSError):
+        conds[REACHABLE] = _false(exc.reason, str(exc))
+        conds[TLS_VERIFIED] = _false(exc.reason, str(exc))
+    else:  # an HTTP answer came back: the transport works
+        conds[REACHABLE] = _true("Connected", f"{client.active_endpoint or exc.endpoint} answers")
+        conds[TLS_VERIFIED] = tls_ok
+        if isinstance(exc, pve_errors.AuthenticationFailed):
+            conds[AUTHENTICATED] = _false(exc.reason, str(exc))
+        elif isinstance(exc, pve_errors.PermissionDenied):
+            conds[PERMISSIONS] = _false(exc.reason, str(exc))
+    return Outcome(
+        ready=False,
+        reason=exc.reason,
+        message=str(exc),
+        transient=exc.transient,
+        retry_after=exc.retry_after,
+        conditions=conds,
+        active_endpoint=client.active_endpoint,
+        auth=auth,
+    )
+
+
+def _missing_privileges(client: ProxmoxClient, exc: ProxmoxError) -> str:
+    return (
+        f"{_who(client)} lacks Sys.Audit on / ({exc}); quorum and node details cannot be read. Grant the "
+        "PVEAuditor role on / to the user and, for a privilege-separated token, to the token"
+    )
+
+
+def _who(client: ProxmoxClient) -> str:
+    return f"'{client.credentials.identity}'"
+
+
+async def _permissions(client: ProxmoxClient) -> Cond:
+    """PermissionsSufficient from ``GET /access/permissions`` (privilege separation of tokens included)."""
+    try:
+        privs = await client.permissions("/")
+    except ProxmoxError as exc:
+        return _unknown("PermissionsUnknown", f"could not read the effective permissions: {exc}")
+    missing = [p for p in REQUIRED_PRIVILEGES if not privs.get(p)]
+    if missing:
+        return _false(
+            "PermissionDenied",
+            f"{_who(client)} lacks {', '.join(missing)} on /; grant the PVEAuditor role on / (to the token too "
+            "when it is privilege-separated)",
+        )
+    return _true("Sufficient", f"{_who(client)} has {', '.join(REQUIRED_PRIVILEGES)} on /")
+
+
+def _facts(version: Any, nodes: Any, status: Any) -> Facts:
+    cluster = next((e for e in status or () if e.type == "cluster"), None)
+    members = {e.name: e for e in status or () if e.type == "node" and e.name}
+    items = []
+    for n in nodes:
+        member = members.get(n.node)
+        online = bool(member.online) if member is not None and member.online is not None else n.status == "online"
+        items.append(
+            NodeStatus(name=n.node, online=online, ip=member.ip if member else None, level=n.level if n.level else None)
+        )
+    items.sort(key=lambda i: i.name)
+    online = sum(1 for i in items if i.online)
+    if status is None:
+        quorate = None
+    elif cluster is not None:
+        quorate = bool(cluster.quorate)
+    else:
+        quorate = True  # a standalone node is always quorate
+    name = cluster.name if cluster is not None else None
+    local = next((e.name for e in status or () if e.type == "node" and e.local), None)
+    return Facts(
+        version=VersionInfo(version=version.version, release=version.release, repoid=version.repoid),
+        nodes=NodesStatus(total=len(items), online=online, summary=f"{online}/{len(items)}", items=items),
+        cluster_name=name,
+        quorate=quorate,
+        identity=f"cluster:{name}" if name else (f"node:{local}" if local else None),
+    )
+
+
+def _discovered(spec: ProxmoxClusterSpec, client: ProxmoxClient, status: Any) -> list[str]:
+    """API endpoints of the cluster's nodes, from their addresses in /cluster/status, minus configured ones."""
+    configured = set(client.configured)
+    urls = []
+    for entry in status or ():
+        if entry.type == "node" and entry.ip:
+            url = endpoint_for_ip(client.endpoint, entry.ip)
+            if url not in configured and url not in urls:
+                urls.append(url)
+    return urls
+
+
+def trust_identity(spec: ProxmoxClusterSpec) -> str:
+    """What the operator trusts for a resource: two resources with the same cluster name and the same trust
+    register the same Proxmox cluster."""
+    tls = spec.tls
+    if tls is None:
+        return "system"
+    parts = [
+        hashlib.sha256(tls.ca_bundle.encode()).hexdigest() if tls.ca_bundle else "",
+        f"{tls.ca_bundle_ref.kind}/{tls.ca_bundle_ref.name}/{tls.ca_bundle_ref.key}" if tls.ca_bundle_ref else "",
+        ",".join(sorted(f.upper() for f in tls.fingerprints or ())),
+        "insecure" if tls.insecure_skip_verify else "",
+    ]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
 def next_status(
@@ -258,26 +614,52 @@ def next_status(
     *,
     generation: int | None,
     at: datetime,
+    extra: Mapping[str, Cond | None] | None = None,
+    probed: bool = True,
 ) -> ProxmoxClusterStatus:
-    """The status after a probe. Version and node count survive failures (Ready says they may be stale)."""
-    prev_status = _parse_status(previous)
+    """The status after a probe. Facts survive failures (Ready and lastProbeTime say how fresh they are).
+
+    ``extra`` sets (a Cond) or removes (None) conditions outside the probe: Duplicate, Paused. ``probed`` False
+    (paused) keeps lastProbeTime: nothing talked to Proxmox.
+    """
+    prev = _parse_status(previous) or ProxmoxClusterStatus()
     prev_conditions = conditions.parse((previous or {}).get("conditions"))
-    ready = conditions.transition(
-        prev_conditions.get(READY),
-        type_=READY,
-        status=ConditionStatus.TRUE if outcome.ready else ConditionStatus.FALSE,
-        reason=outcome.reason,
-        message=outcome.message,
-        generation=generation,
-        at=at,
-    )
-    others = [c for t, c in prev_conditions.items() if t != READY]
+    values: dict[str, Cond] = {
+        READY: Cond(ConditionStatus.TRUE if outcome.ready else ConditionStatus.FALSE, outcome.reason, outcome.message),
+        **outcome.conditions,
+    }
+    removed: set[str] = set()
+    for type_, cond in (extra or {}).items():
+        if cond is None:
+            removed.add(type_)
+        else:
+            values[type_] = cond
+    new = {
+        t: conditions.transition(
+            prev_conditions.get(t),
+            type_=t,
+            status=c.status,
+            reason=c.reason,
+            message=c.message,
+            generation=generation,
+            at=at,
+        )
+        for t, c in values.items()
+    }
+    kept = [c for t, c in prev_conditions.items() if t not in new and t not in removed]
+    facts = outcome.facts
     return ProxmoxClusterStatus(
         observed_generation=generation,
-        version=outcome.version if outcome.ready else (prev_status.version if prev_status else None),
-        node_count=outcome.node_count if outcome.ready else (prev_status.node_count if prev_status else None),
-        last_probe_time=at,
-        conditions=[ready, *others],
+        version=facts.version if facts else prev.version,
+        cluster_name=facts.cluster_name if facts else prev.cluster_name,
+        quorate=facts.quorate if facts else prev.quorate,
+        nodes=facts.nodes if facts else prev.nodes,
+        node_count=facts.nodes.total if facts else prev.node_count,
+        endpoints=outcome.endpoints if outcome.endpoints is not None else prev.endpoints,
+        active_endpoint=outcome.active_endpoint if facts else prev.active_endpoint,
+        auth=outcome.auth or prev.auth,
+        last_probe_time=at if probed else prev.last_probe_time,
+        conditions=[*new.values(), *kept],
     )
 
 
@@ -290,29 +672,67 @@ def _parse_status(raw: Mapping[str, Any] | None) -> ProxmoxClusterStatus | None:
         return None
 
 
-def event_for(previous: Mapping[str, Any] | None, outcome: Outcome) -> tuple[str, str] | None:
-    """(type, reason) of the Event to post, or None when Ready did not change (events are an audit trail)."""
-    before = conditions.parse((previous or {}).get("conditions")).get(READY)
-    if outcome.ready:
-        if before is None:
-            return ("Normal", "Registered")
-        if before.status != ConditionStatus.TRUE:
-            return ("Normal", "Recovered")
-        return None
-    if before is not None and before.status == ConditionStatus.FALSE and before.reason == outcome.reason:
-        return None
-    return ("Warning", outcome.reason)
+def events_for(previous: Mapping[str, Any] | None, status: ProxmoxClusterStatus) -> list[tuple[str, str, str]]:
+    """(type, reason, message) of the Events to post: transitions only (an audit trail, not noise)."""
+    before = conditions.parse((previous or {}).get("conditions"))
+    after = {c.type: c for c in status.conditions}
+    out: list[tuple[str, str, str]] = []
+
+    def flipped(type_: str, to: ConditionStatus) -> bool:
+        cond = after.get(type_)
+        old = before.get(type_)
+        return cond is not None and cond.status == to and (old is None or old.status != to)
+
+    if PAUSED in after:
+        return [("Normal", "Paused", after[PAUSED].message)] if PAUSED not in before else []
+    ready, old_ready = after[READY], before.get(READY)
+    if PAUSED in before:
+        out.append(("Normal", "Resumed", "probes resumed"))
+        old_ready = None if ready.status == ConditionStatus.FALSE else old_ready
+    if ready.status == ConditionStatus.TRUE:
+        if old_ready is None:
+            out.append(("Normal", "Registered", ready.message))
+        elif old_ready.status != ConditionStatus.TRUE and old_ready.reason != "Paused":
+            out.append(("Normal", "Recovered", ready.message))
+    elif old_ready is None or old_ready.status == ConditionStatus.TRUE or old_ready.reason != ready.reason:
+        out.append(("Warning", ready.reason, ready.message))
+    if flipped(QUORATE, ConditionStatus.FALSE) and ready.reason != "QuorumLost":
+        out.append(("Warning", "QuorumLost", after[QUORATE].message))
+    old_quorate = before.get(QUORATE)
+    if (
+        flipped(QUORATE, ConditionStatus.TRUE)
+        and old_quorate is not None
+        and old_quorate.status == ConditionStatus.FALSE
+    ):
+        out.append(("Normal", "QuorumRestored", after[QUORATE].message))
+    tls = after.get(TLS_VERIFIED)
+    if tls is not None and tls.reason == "InsecureSkipVerify" and flipped(TLS_VERIFIED, ConditionStatus.FALSE):
+        out.append(("Warning", "InsecureSkipVerify", "TLS certificate verification is off for this cluster"))
+    if flipped(DUPLICATE, ConditionStatus.TRUE):
+        out.append(("Warning", "Duplicate", after[DUPLICATE].message))
+    return out
 
 
-def delay_after(outcome: Outcome, failures: int, tuning: Tuning, rng: Callable[[], float] = random.random) -> float:
-    """Seconds until the next probe: the interval after success, exponential backoff with jitter after failure."""
+def delay_after(
+    outcome: Outcome, failures: int, tuning: Tuning, interval: float, rng: Callable[[], float] = random.random
+) -> float:
+    """Seconds until the next probe: the interval after success; after a failure, exponential backoff capped at
+    the interval (so a recovery is seen within one interval), never below a Retry-After; +-10% jitter."""
     if outcome.ready:
-        base = tuning.probe_interval
+        base = interval
     else:
-        base = min(tuning.backoff_max, tuning.backoff_base * 2 ** max(0, failures - 1))
+        base = min(tuning.backoff_max, interval, tuning.backoff_base * 2 ** max(0, failures - 1))
         if not outcome.transient:
-            base = max(base, tuning.slow_backoff_min)
+            base = max(base, min(tuning.slow_backoff_min, interval))
+        if outcome.retry_after:
+            base = max(base, outcome.retry_after)
     return base * (0.9 + 0.2 * rng())
+
+
+def probe_interval(spec: ProxmoxClusterSpec | None, tuning: Tuning) -> float:
+    if spec is not None and spec.health_check is not None:
+        return float(spec.health_check.interval_seconds)
+    return tuning.probe_interval
 
 
 async def reconcile_once(
@@ -321,36 +741,58 @@ async def reconcile_once(
     kube: Kube,
     registry: Registry,
     tuning: Tuning,
-) -> Outcome:
-    """One round for one resource: probe, write the status, post an Event on a transition."""
+) -> tuple[Outcome, float]:
+    """One round for one resource: probe, write the status, post Events on transitions.
+
+    Returns the outcome and the probe interval that applies to the resource.
+    """
     meta = body.get("metadata", {})
     generation = meta.get("generation")
-    previous = body.get("status")
+    previous = body.get("status") or {}
+    paused = is_paused(meta)
+    extra: dict[str, Cond | None] = {}
+    spec: ProxmoxClusterSpec | None = None
     try:
         spec = ProxmoxClusterSpec.model_validate(body.get("spec") or {})
     except ValidationError as exc:
         fields = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors()[:3])
-        outcome = Outcome(
-            ready=False,
-            reason="InvalidSpec",
-            message=f"the spec is invalid ({fields}); fix it and apply again",
-            transient=False,
+        outcome = _stopped_early(
+            "InvalidSpec", f"the spec is invalid ({fields}); fix it and apply again", transient=False
         )
-        secret_ref: tuple[str, str] = (key.namespace, "")
+        registry.note_seen(key, generation, paused, ())
     else:
-        secret_ref = (key.namespace, spec.credentials_ref.name)
-        outcome = await probe(key, spec, kube, registry, tuning)
-    registry.note_reconciled(key, generation, secret_ref)
+        registry.note_seen(key, generation, paused, references(key, spec))
+        if paused:
+            await registry.disconnect(key)
+            outcome = Outcome(
+                ready=False,
+                reason="Paused",
+                message=f"probes are paused by the annotation {PAUSE_ANNOTATION}; remove it to resume",
+                conditions={t: _unknown("Paused") for t in PROBE_CONDITIONS},
+            )
+            extra[PAUSED] = _true("Paused", outcome.message)
+        else:
+            outcome = await probe(key, spec, kube, registry, tuning, known_endpoints=previous.get("endpoints"))
+            extra[PAUSED] = None
+    if spec is not None and outcome.facts is not None and outcome.facts.identity:
+        first = registry.claim(
+            f"{outcome.facts.identity}|{trust_identity(spec)}", key, str(meta.get("creationTimestamp", ""))
+        )
+        extra[DUPLICATE] = (
+            _true(
+                "Duplicate",
+                f"the same Proxmox cluster is also registered by {first} (registered earlier); both are served",
+            )
+            if first is not None
+            else None
+        )
 
-    status = next_status(previous, outcome, generation=generation, at=conditions.now())
+    status = next_status(previous, outcome, generation=generation, at=conditions.now(), extra=extra, probed=not paused)
     await kube.patch_status(key.namespace, key.name, status.model_dump(by_alias=True, mode="json"))
-
-    event = event_for(previous, outcome)
-    if event is not None:
-        type_, reason = event
-        (log.info if outcome.ready else log.warning)("%s: %s: %s", key, outcome.reason, outcome.message)
-        kube.post_event(body, type_=type_, reason=reason, message=outcome.message)
-    return outcome
+    for type_, reason, message in events_for(previous, status):
+        (log.info if type_ == "Normal" else log.warning)("%s: %s: %s", key, reason, message)
+        kube.post_event(body, type_=type_, reason=reason, message=message)
+    return outcome, probe_interval(spec, tuning)
 
 
 async def run_worker(
@@ -372,20 +814,24 @@ async def run_worker(
     try:
         while not stopping.is_set():
             waker.clear()
-            finished, outcome = await _unless_stopped(
+            finished, result = await _unless_stopped(
                 _round(key, snapshot, kube, registry, tuning), stopping, limit=None
             )
-            if not finished or outcome is None:
+            if not finished or result is None:
                 return
+            outcome, interval = result
+            if outcome.reason == "Paused":
+                await _unless_stopped(waker.wait(), stopping, limit=None)  # until resumed (or deleted)
+                continue
             failures = 0 if outcome.ready else failures + 1
-            await _unless_stopped(waker.wait(), stopping, limit=delay_after(outcome, failures, tuning))
+            await _unless_stopped(waker.wait(), stopping, limit=delay_after(outcome, failures, tuning, interval))
     finally:
         await registry.deregister(key)
 
 
 async def _round(
     key: Key, snapshot: Callable[[], Mapping[str, Any]], kube: Kube, registry: Registry, tuning: Tuning
-) -> Outcome | None:
+) -> tuple[Outcome, float] | None:
     """One guarded round: None when the resource is gone, a failure outcome for anything unexpected."""
     try:
         return await reconcile_once(key, snapshot(), kube, registry, tuning)
@@ -394,12 +840,12 @@ async def _round(
         return None
     except KubeUnavailable as exc:
         log.warning("%s: the Kubernetes API failed (%s); retrying", key, exc)
-        return Outcome(ready=False, reason="KubeUnavailable", message=str(exc))
+        return Outcome(ready=False, reason="KubeUnavailable", message=str(exc)), tuning.probe_interval
     except Exception:
         # A bug or an unexpected answer must not kill the worker. Our messages carry no secrets, and neither
         # do tracebacks (they hold no local variables); retry with backoff.
         log.exception("%s: unexpected error in a reconcile round; retrying", key)
-        return Outcome(ready=False, reason="InternalError", message="")
+        return Outcome(ready=False, reason="InternalError", message=""), tuning.probe_interval
 
 
 async def _unless_stopped(

@@ -153,14 +153,16 @@ async def test_insecure_skip_verify_connects(sim: SimulatorServer) -> None:
 
 def test_garbage_ca_bundle_is_rejected_before_connecting() -> None:
     bad = "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"
-    with pytest.raises(TrustConfigInvalid, match="caBundle"):
+    with pytest.raises(TrustConfigInvalid, match="CA bundle"):
         ProxmoxClient("https://127.0.0.1:1", credentials=TokenCredentials("a@b!c", "d"), trust=TrustConfig(bad))
 
 
 def test_ssl_contexts_are_shared_per_trust_configuration() -> None:
     a = ProxmoxClient("https://127.0.0.1:1", credentials=TokenCredentials("a@b!c", "d"))
     b = ProxmoxClient("https://127.0.0.1:2", credentials=TokenCredentials("a@b!c", "e"))
-    assert a._http._transport._pool._ssl_context is b._http._transport._pool._ssl_context  # type: ignore[attr-defined]
+    pool_a = a._endpoint(a.endpoint).http._transport._pool  # type: ignore[attr-defined]
+    pool_b = b._endpoint(b.endpoint).http._transport._pool  # type: ignore[attr-defined]
+    assert pool_a._ssl_context is pool_b._ssl_context
 
 
 async def test_nothing_listening_is_unreachable() -> None:

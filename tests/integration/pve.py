@@ -25,6 +25,8 @@ class PVE:
     token_secret: str = field(default_factory=lambda: str(uuid.uuid4()))
     nodes: tuple[str, ...] = ("pve1", "pve2", "pve3")
     version: str = VERSION
+    # Distinct per simulator: the operator rightly flags two resources on one cluster as duplicates.
+    cluster_name: str = field(default_factory=lambda: f"test-{secrets.token_hex(3)}")
     release: str = RELEASE
     _thread: SimulatorThread | None = None
     _server: SimulatorServer | None = None
@@ -32,7 +34,7 @@ class PVE:
     def start(self) -> PVE:
         config = SimulatorConfig(
             pve_version=self.version,
-            cluster_name="test",
+            cluster_name=self.cluster_name,
             nodes=tuple(NodeConfig(name=n) for n in self.nodes),
             users=(UserConfig(userid=USER, password=self.password),),
             tokens=(TokenConfig(tokenid=TOKEN_ID, secret=self.token_secret, privsep=True, sys_audit=True),),

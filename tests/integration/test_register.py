@@ -241,12 +241,13 @@ def test_kubectl_get_shows_the_columns(cluster: Cluster, operator: OperatorProce
     )
     wait_ready(cluster, namespace, "lab", "True")
     plain = cluster.kubectl("get", "pxc", "-n", namespace).stdout.splitlines()
-    assert plain[0].split() == ["NAME", "ENDPOINT", "VERSION", "NODES", "READY", "AGE"]
+    assert plain[0].split() == ["NAME", "ENDPOINT", "VERSION", "NODES", "QUORATE", "READY", "AGE"]
     row = plain[1].split()
-    assert row[:5] == ["lab", pve.url, pve.version, str(len(pve.nodes)), "True"]
+    nodes = len(pve.nodes)
+    assert row[:6] == ["lab", pve.url, pve.version, f"{nodes}/{nodes}", "true", "True"]
     wide = cluster.kubectl("get", "proxmoxclusters", "-n", namespace, "-o", "wide").stdout.splitlines()
-    assert wide[0].split() == ["NAME", "ENDPOINT", "VERSION", "NODES", "READY", "REASON", "AGE"]
-    assert wide[1].split()[5] == "Registered"
+    assert wide[0].split() == ["NAME", "ENDPOINT", "VERSION", "NODES", "QUORATE", "READY", "REASON", "AGE"]
+    assert wide[1].split()[6] == "Registered"
     # The category works too.
     assert "lab" in cluster.kubectl("get", "proxmox", "-n", namespace).stdout
 

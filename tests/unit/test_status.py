@@ -1,32 +1,88 @@
 """Status, conditions, Events and backoff computed by the reconciler (pure functions)."""
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from proxmox_operator import conditions
-from proxmox_operator.models import ConditionStatus, VersionInfo
-from proxmox_operator.reconcile import Outcome, Tuning, delay_after, event_for, next_status
+from proxmox_operator.models import (
+    AuthStatus,
+    ConditionStatus,
+    NodesStatus,
+    NodeStatus,
+    ProxmoxClusterSpec,
+    VersionInfo,
+)
+from proxmox_operator.reconcile import (
+    DUPLICATE,
+    PAUSED,
+    QUORATE,
+    TLS_VERIFIED,
+    Cond,
+    Facts,
+    Key,
+    Outcome,
+    Registry,
+    Tuning,
+    delay_after,
+    events_for,
+    next_status,
+    trust_identity,
+)
 
 T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
-OK = Outcome(ready=True, reason="Registered", message="ok", version=VersionInfo(version="8.4.1"), node_count=3)
+NODES = NodesStatus(
+    total=3,
+    online=3,
+    summary="3/3",
+    items=[NodeStatus(name=f"pve{i}", online=True, ip=f"127.0.0.{i}") for i in (1, 2, 3)],
+)
+FACTS = Facts(version=VersionInfo(version="8.4.1", release="8.4"), nodes=NODES, cluster_name="lab", quorate=True)
+TRUE = ConditionStatus.TRUE
+FALSE = ConditionStatus.FALSE
+OK = Outcome(
+    ready=True,
+    reason="Registered",
+    message="ok",
+    facts=FACTS,
+    conditions={QUORATE: Cond(TRUE, "Quorate"), TLS_VERIFIED: Cond(TRUE, "Verified")},
+    endpoints=["https://127.0.0.2:8006"],
+    active_endpoint="https://127.0.0.1:8006",
+    auth=AuthStatus(method="token", id="root@pam!ci"),
+)
 DOWN = Outcome(ready=False, reason="Unreachable", message="cannot reach")
 BAD_AUTH = Outcome(ready=False, reason="AuthenticationFailed", message="rejected", transient=False)
+NO_QUORUM = Outcome(
+    ready=False,
+    reason="QuorumLost",
+    message="no quorum",
+    facts=Facts(version=FACTS.version, nodes=NODES, cluster_name="lab", quorate=False),
+    conditions={QUORATE: Cond(FALSE, "QuorumLost", "no quorum")},
+)
 
 
-def dump(outcome: Outcome, previous: dict | None, at: datetime, generation: int = 1) -> dict:
-    return next_status(previous, outcome, generation=generation, at=at).model_dump(by_alias=True, mode="json")
+def dump(
+    outcome: Outcome, previous: dict[str, Any] | None, at: datetime, generation: int = 1, **kw: Any
+) -> dict[str, Any]:
+    status = next_status(previous, outcome, generation=generation, at=at, **kw)
+    return status.model_dump(by_alias=True, mode="json")
 
 
-def ready(status: dict) -> dict:
-    return next(c for c in status["conditions"] if c["type"] == "Ready")
+def cond(status: dict[str, Any], type_: str = "Ready") -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == type_)
 
 
-def test_success_fills_version_nodes_generation_and_ready() -> None:
+def test_success_fills_every_status_field() -> None:
     status = dump(OK, None, T0, generation=4)
-    assert status["version"]["version"] == "8.4.1"
+    assert status["version"] == {"version": "8.4.1", "release": "8.4", "repoid": None}
     assert status["nodeCount"] == 3
+    assert status["nodes"]["summary"] == "3/3" and status["nodes"]["items"][1]["ip"] == "127.0.0.2"
+    assert status["clusterName"] == "lab" and status["quorate"] is True
+    assert status["endpoints"] == ["https://127.0.0.2:8006"]
+    assert status["activeEndpoint"] == "https://127.0.0.1:8006"
+    assert status["auth"] == {"method": "token", "id": "root@pam!ci"}
     assert status["observedGeneration"] == 4
     assert status["lastProbeTime"] == "2026-11-29T12:00:00Z"
-    assert ready(status) == {
+    assert cond(status) == {
         "type": "Ready",
         "status": "True",
         "reason": "Registered",
@@ -34,70 +90,134 @@ def test_success_fills_version_nodes_generation_and_ready() -> None:
         "lastTransitionTime": "2026-11-29T12:00:00Z",
         "observedGeneration": 4,
     }
+    assert cond(status, QUORATE)["status"] == "True"
 
 
 def test_last_transition_time_moves_only_when_status_flips() -> None:
     first = dump(OK, None, T0)
     again = dump(OK, first, T0 + timedelta(minutes=1))
-    assert ready(again)["lastTransitionTime"] == ready(first)["lastTransitionTime"]
+    assert cond(again)["lastTransitionTime"] == cond(first)["lastTransitionTime"]
     assert again["lastProbeTime"] != first["lastProbeTime"]
     down = dump(DOWN, again, T0 + timedelta(minutes=2))
-    assert ready(down)["lastTransitionTime"] == "2026-11-29T12:02:00Z"
-    # A different failure reason is not a flip.
-    auth = dump(BAD_AUTH, down, T0 + timedelta(minutes=3))
-    assert ready(auth)["lastTransitionTime"] == "2026-11-29T12:02:00Z"
-    assert ready(auth)["reason"] == "AuthenticationFailed"
+    assert cond(down)["lastTransitionTime"] == "2026-11-29T12:02:00Z"
+    auth = dump(BAD_AUTH, down, T0 + timedelta(minutes=3))  # another failure reason is not a flip
+    assert cond(auth)["lastTransitionTime"] == "2026-11-29T12:02:00Z"
+    assert cond(auth)["reason"] == "AuthenticationFailed"
 
 
-def test_failure_keeps_last_known_version_and_node_count() -> None:
+def test_failure_keeps_the_last_known_facts() -> None:
     down = dump(DOWN, dump(OK, None, T0), T0 + timedelta(minutes=1))
     assert down["version"]["version"] == "8.4.1"
-    assert down["nodeCount"] == 3
-    assert ready(down)["status"] == "False"
+    assert down["nodes"]["summary"] == "3/3" and down["endpoints"] == ["https://127.0.0.2:8006"]
+    assert cond(down)["status"] == "False"
 
 
-def test_failure_before_any_success_has_no_version() -> None:
+def test_failure_before_any_success_has_no_facts() -> None:
     status = dump(DOWN, None, T0)
-    assert status["version"] is None
-    assert status["nodeCount"] is None
+    assert status["version"] is None and status["nodeCount"] is None and status["nodes"] is None
 
 
-def test_other_conditions_are_preserved() -> None:
-    previous = dump(OK, None, T0)
-    previous["conditions"].append(
-        {"type": "Custom", "status": "True", "reason": "X", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}
-    )
-    types = [c["type"] for c in dump(OK, previous, T0)["conditions"]]
-    assert types == ["Ready", "Custom"]
+def test_extra_conditions_are_set_and_removed() -> None:
+    dup = dump(OK, None, T0, extra={DUPLICATE: Cond(TRUE, "Duplicate", "also ns/a")})
+    assert cond(dup, DUPLICATE)["message"] == "also ns/a"
+    cleared = dump(OK, dup, T0, extra={DUPLICATE: None})
+    assert DUPLICATE not in [c["type"] for c in cleared["conditions"]]
+    kept = dump(OK, dup, T0)  # not mentioned: kept
+    assert DUPLICATE in [c["type"] for c in kept["conditions"]]
+
+
+def test_paused_keeps_last_probe_time() -> None:
+    first = dump(OK, None, T0)
+    paused = dump(OK, first, T0 + timedelta(minutes=5), probed=False, extra={PAUSED: Cond(TRUE, "Paused")})
+    assert paused["lastProbeTime"] == first["lastProbeTime"]
 
 
 def test_garbage_in_previous_status_is_ignored() -> None:
     previous = {"conditions": [{"type": "Ready", "status": "Maybe"}, "nonsense"], "nodeCount": "many"}
-    status = dump(OK, previous, T0)  # type: ignore[arg-type]
-    assert ready(status)["status"] == "True"
+    status = dump(OK, previous, T0)
+    assert cond(status)["status"] == "True"
+
+
+def events(outcome: Outcome, previous: dict[str, Any] | None, **kw: Any) -> list[tuple[str, str]]:
+    status = next_status(previous, outcome, generation=1, at=T0, **kw)
+    return [(t, r) for t, r, _ in events_for(previous, status)]
 
 
 def test_events_only_on_transitions() -> None:
-    assert event_for(None, OK) == ("Normal", "Registered")
+    assert events(OK, None) == [("Normal", "Registered")]
     registered = dump(OK, None, T0)
-    assert event_for(registered, OK) is None
-    assert event_for(registered, DOWN) == ("Warning", "Unreachable")
+    assert events(OK, registered) == []
+    assert events(DOWN, registered) == [("Warning", "Unreachable")]
     down = dump(DOWN, registered, T0)
-    assert event_for(down, DOWN) is None
-    assert event_for(down, BAD_AUTH) == ("Warning", "AuthenticationFailed")
-    assert event_for(down, OK) == ("Normal", "Recovered")
-    assert event_for(None, DOWN) == ("Warning", "Unreachable")
+    assert events(DOWN, down) == []
+    assert events(BAD_AUTH, down) == [("Warning", "AuthenticationFailed")]
+    assert events(OK, down) == [("Normal", "Recovered")]
+    assert events(DOWN, None) == [("Warning", "Unreachable")]
 
 
-def test_backoff_grows_caps_and_is_slower_for_credentials() -> None:
-    tuning = Tuning(probe_interval=60, backoff_base=2, backoff_max=120, slow_backoff_min=10)
+def test_quorum_loss_and_return_are_events() -> None:
+    registered = dump(OK, None, T0)
+    assert events(NO_QUORUM, registered) == [("Warning", "QuorumLost")]
+    lost = dump(NO_QUORUM, registered, T0)
+    assert events(NO_QUORUM, lost) == []
+    assert events(OK, lost) == [("Normal", "Recovered"), ("Normal", "QuorumRestored")]
+
+
+def test_insecure_mode_is_a_warning_once() -> None:
+    insecure = Outcome(**{**OK.__dict__, "conditions": {TLS_VERIFIED: Cond(FALSE, "InsecureSkipVerify")}})
+    assert events(insecure, None) == [("Normal", "Registered"), ("Warning", "InsecureSkipVerify")]
+    assert events(insecure, dump(insecure, None, T0)) == []
+
+
+def test_pause_and_resume_events() -> None:
+    registered = dump(OK, None, T0)
+    paused_outcome = Outcome(ready=False, reason="Paused", message="paused")
+    assert events(paused_outcome, registered, extra={PAUSED: Cond(TRUE, "Paused", "paused")}) == [("Normal", "Paused")]
+    paused = dump(paused_outcome, registered, T0, extra={PAUSED: Cond(TRUE, "Paused", "paused")})
+    assert events(paused_outcome, paused, extra={PAUSED: Cond(TRUE, "Paused", "paused")}) == []
+    assert events(OK, paused, extra={PAUSED: None}) == [("Normal", "Resumed")]
+    assert events(DOWN, paused, extra={PAUSED: None}) == [("Normal", "Resumed"), ("Warning", "Unreachable")]
+
+
+def test_duplicate_is_a_warning_once() -> None:
+    extra = {DUPLICATE: Cond(TRUE, "Duplicate", "also a/b")}
+    assert ("Warning", "Duplicate") in events(OK, dump(OK, None, T0), extra=extra)
+    assert events(OK, dump(OK, None, T0, extra=extra), extra=extra) == []
+
+
+def test_backoff_grows_is_capped_by_the_interval_and_honours_retry_after() -> None:
+    tuning = Tuning(backoff_base=2, backoff_max=120, slow_backoff_min=10)
     mid = lambda: 0.5  # noqa: E731 - no jitter
-    assert delay_after(OK, 0, tuning, mid) == 60
-    assert [delay_after(DOWN, n, tuning, mid) for n in (1, 2, 3, 4)] == [2, 4, 8, 16]
-    assert delay_after(DOWN, 30, tuning, mid) == 120
-    assert delay_after(BAD_AUTH, 1, tuning, mid) == 10
-    # Jitter stays within +-10 %.
-    assert 0.9 * 60 <= delay_after(OK, 0, tuning, lambda: 0.0) < delay_after(OK, 0, tuning, lambda: 0.99) <= 66
+    assert delay_after(OK, 0, tuning, 60, mid) == 60
+    assert [delay_after(DOWN, n, tuning, 60, mid) for n in (1, 2, 3, 4)] == [2, 4, 8, 16]
+    assert delay_after(DOWN, 30, tuning, 60, mid) == 60, "a recovery is seen within one interval"
+    assert delay_after(DOWN, 30, tuning, 600, mid) == 120
+    assert delay_after(BAD_AUTH, 1, tuning, 60, mid) == 10
+    throttled = Outcome(ready=False, reason="ServerError", message="", retry_after=45)
+    assert delay_after(throttled, 1, tuning, 60, mid) == 45
+    assert 0.9 * 60 <= delay_after(OK, 0, tuning, 60, lambda: 0.0) < delay_after(OK, 0, tuning, 60, lambda: 0.99) <= 66
+
+
+def test_registry_names_the_first_registrant_as_the_original() -> None:
+    registry = Registry()
+    a, b = Key("ns", "a"), Key("ns", "b")
+    assert registry.claim("cluster:lab|x", a, "2026-01-01T00:00:00Z") is None
+    assert registry.claim("cluster:lab|x", b, "2026-01-02T00:00:00Z") == a
+    assert registry.claim("cluster:lab|x", a, "2026-01-01T00:00:00Z") is None
+    assert registry.claim("cluster:other|x", b, "2026-01-02T00:00:00Z") is None  # b moved to another cluster
+
+
+def test_trust_identity_separates_trust_configurations() -> None:
+    def spec(tls: dict[str, Any] | None) -> ProxmoxClusterSpec:
+        raw: dict[str, Any] = {"endpoint": "https://a:8006", "credentialsRef": {"name": "s"}}
+        if tls is not None:
+            raw["tls"] = tls
+        return ProxmoxClusterSpec.model_validate(raw)
+
+    fp = ":".join(["AB"] * 32)
+    assert trust_identity(spec(None)) == trust_identity(spec(None))
+    assert trust_identity(spec({"caBundle": "x"})) != trust_identity(spec({"caBundle": "y"}))
+    assert trust_identity(spec({"fingerprints": [fp]})) == trust_identity(spec({"fingerprints": [fp.lower()]}))
 
 
 def test_condition_parse_drops_invalid_entries() -> None:

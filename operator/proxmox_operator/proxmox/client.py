@@ -1,19 +1,27 @@
 """An async client for the part of the Proxmox VE API the operator reads.
 
-One :class:`ProxmoxClient` per registered cluster owns one pooled ``httpx.AsyncClient``:
+One :class:`ProxmoxClient` per registered cluster. It owns one pooled HTTP client per endpoint (configured or
+discovered) and one login shared by all of them (a PVE ticket is valid on every node of the cluster):
 
-* Keep-alive connections expire after 4 s, below pveproxy's 5 s idle close, so a request never lands on a
-  connection the server is about to drop.
-* Explicit connect/read/write/pool timeouts plus a total deadline per request.
-* TLS verified by default (see :mod:`.tls`); the SSL context is shared per trust configuration.
-* Password logins get a ticket (``POST /access/ticket``) that is reused for reads, renewed once older than an
-  hour by posting the ticket itself as the password (as Proxmox's own clients do, tickets live two hours), and
-  re-acquired once after a 401. API tokens go in the ``Authorization`` header and need neither.
+* **Failover** only on transport errors: refused, reset, timeout, TLS handshake. An HTTP error is an answer
+  from a node that works, and is reported, never retried elsewhere. Each probe round starts again at the most
+  preferred endpoint, so the first configured one is used again as soon as it answers.
+* **Keep-alive** connections expire after 4 s, below pveproxy's 5 s idle close.
+* **Timeouts**: connect, read and a total deadline per request.
+* **TLS** verified by default, with the SSL context shared per trust configuration (see :mod:`.tls`) and
+  fingerprint pinning before any request byte is sent (see :mod:`.transport`). Minimum TLS 1.2.
+* **Limits** per endpoint: requests in flight, and requests started per second (evenly spaced).
+* **Retries**: an idempotent GET is retried once on the same endpoint after a connection reset; a 429 or 503
+  with a short ``Retry-After`` is retried once after that delay (a longer one is reported with the delay).
+* **Tickets**: one login, reused for reads, renewed once older than an hour by posting the ticket itself as the
+  password (tickets live two hours; Proxmox's own clients do the same), and re-acquired once after a 401.
+  API tokens go in the ``Authorization`` header and need neither.
 * Every failure is a typed :class:`~.errors.ProxmoxError` whose message names the endpoint and contains no
   credential: Proxmox's reason phrase and our own text only, scrubbed of every secret this client holds.
 
 References: pve-docs ``pveum.adoc`` (tickets, tokens), pve-http-server ``AnyEvent.pm`` (reason phrases, 401
-delay, keep-alive), pve-access-control ``API2/AccessControl.pm`` (``/access/ticket``).
+delay, keep-alive), pve-access-control ``API2/AccessControl.pm`` (``/access/ticket``, ``/access/permissions``),
+pve-manager ``API2/Nodes.pm`` and ``API2/Cluster.pm`` (``/nodes``, ``/cluster/status``).
 """
 
 from __future__ import annotations
@@ -23,9 +31,11 @@ import contextlib
 import os
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -33,21 +43,31 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from proxmox_operator.proxmox import errors
 from proxmox_operator.proxmox.credentials import Credentials, PasswordCredentials, TokenCredentials
 from proxmox_operator.proxmox.tls import TrustConfig, ssl_context
+from proxmox_operator.proxmox.transport import transport
 
 USER_AGENT = "proxmox-operator/0.1"
 TICKET_RENEW_AFTER = 3600.0  # seconds; tickets are valid for 7200 s (pve-access-control, AuthUtils)
 KEEPALIVE_EXPIRY = 4.0  # pveproxy closes idle keep-alive connections after 5 s
+RETRY_AFTER_WAIT_MAX = 5.0  # wait for a Retry-After up to this long within a request; longer ones are reported
 
 _M = TypeVar("_M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Per-request limits, in seconds. ``total`` bounds a whole request, login included."""
+    """Per-request limits, in seconds. ``total`` bounds a whole request, login and failover included."""
 
     connect: float = 5.0
     read: float = 15.0
     total: float = 30.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-endpoint limits."""
+
+    max_concurrent: int = 4
+    requests_per_second: float = 10.0
 
 
 class _Payload(BaseModel):
@@ -71,6 +91,24 @@ class Node(_Payload):
     ssl_fingerprint: str | None = None
 
 
+class ClusterStatusEntry(_Payload):
+    """One entry of ``GET /cluster/status`` (pve-manager ``PVE/API2/Cluster.pm``): the cluster or a node.
+
+    Booleans come as 0/1 integers; key order is not stable.
+    """
+
+    type: str
+    name: str | None = None
+    id: str | None = None
+    nodes: int | None = None
+    quorate: int | None = None
+    online: int | None = None
+    local: int | None = None
+    ip: str | None = None
+    level: str | None = None
+    nodeid: int | None = None
+
+
 class _Ticket(_Payload):
     ticket: str
     CSRFPreventionToken: str | None = None  # Proxmox's key
@@ -84,40 +122,92 @@ class _Session:
     issued: float
 
 
+class _RateLimiter:
+    """Spaces request starts evenly: at most ``rate`` per second, no bursts beyond one."""
+
+    def __init__(self, rate: float) -> None:
+        self._interval = 1.0 / rate
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            now = loop.time()
+            wait = self._next - now
+            self._next = max(now, self._next) + self._interval
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+
+@dataclass
+class _Endpoint:
+    url: str
+    http: httpx.AsyncClient
+    slots: asyncio.Semaphore
+    pacing: _RateLimiter
+
+
+class _TransportFailure(Exception):
+    """A request never got an HTTP answer from this endpoint: the next one may be tried."""
+
+    def __init__(self, error: errors.ProxmoxError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class ProxmoxClient:
-    """A connection to one Proxmox VE API endpoint with one set of credentials."""
+    """A connection to one Proxmox VE cluster through one or more API endpoints, with one set of credentials."""
 
     def __init__(
         self,
-        endpoint: str,
+        endpoints: Sequence[str] | str,
         *,
         credentials: Credentials,
         trust: TrustConfig | None = None,
         timeouts: Timeouts | None = None,
+        limits: Limits | None = None,
         clock: Callable[[], float] = time.time,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.endpoint = endpoint.rstrip("/")
+        configured = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        if not configured:
+            raise ValueError("at least one endpoint is needed")
+        self.configured = [e.rstrip("/") for e in configured]
+        self.discovered: list[str] = []
         self.credentials = credentials
         self.trust = trust or TrustConfig()
         self.timeouts = timeouts or Timeouts()
+        self.limits = limits or Limits()
         self._clock = clock
+        self._transport = transport
+        # Raises TrustConfigInvalid for a bad CA bundle: checked before any connection is made.
+        self._ssl = ssl_context(self.trust)
+        self._endpoints: dict[str, _Endpoint] = {}
         self._session: _Session | None = None
         self._login_lock = asyncio.Lock()
-        t = self.timeouts
-        self._http = httpx.AsyncClient(
-            base_url=f"{self.endpoint}/api2/json",
-            # Raises TrustConfigInvalid for a bad CA bundle: checked before any connection is made.
-            verify=ssl_context(self.trust),
-            timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.read, pool=t.connect),
-            limits=httpx.Limits(max_connections=4, max_keepalive_connections=2, keepalive_expiry=KEEPALIVE_EXPIRY),
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-            follow_redirects=False,
-            # Proxy variables and SSL_CERT_FILE from the environment must not change where credentials go or
-            # which CAs are trusted behind the user's back: the resource's spec decides.
-            trust_env=False,
-            transport=transport,
-        )
+        self._start = self.configured[0]
+        self.active_endpoint: str | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """The most preferred endpoint."""
+        return self.configured[0]
+
+    @property
+    def candidates(self) -> list[str]:
+        """Configured endpoints in order, then discovered ones not already configured."""
+        seen = dict.fromkeys(self.configured)
+        seen.update(dict.fromkeys(self.discovered))
+        return list(seen)
+
+    def set_discovered(self, urls: Sequence[str]) -> None:
+        self.discovered = [u.rstrip("/") for u in urls]
+
+    def begin_round(self) -> None:
+        """Start the next requests at the most preferred endpoint again."""
+        self._start = self.configured[0]
+        self.active_endpoint = None
 
     async def __aenter__(self) -> ProxmoxClient:
         return self
@@ -126,9 +216,11 @@ class ProxmoxClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the pool and forget the ticket."""
+        """Close every pool and forget the ticket."""
         self._session = None
-        await self._http.aclose()
+        endpoints, self._endpoints = self._endpoints, {}
+        for ep in endpoints.values():
+            await ep.http.aclose()
 
     # --- public reads -------------------------------------------------------------------------------------
 
@@ -136,13 +228,22 @@ class ProxmoxClient:
         return self._parse(Version, await self.get("/version"), "/version")
 
     async def nodes(self) -> list[Node]:
-        data = await self.get("/nodes")
-        if not isinstance(data, list):
-            raise errors.InvalidResponse(
-                f"Proxmox at {self.endpoint} answered GET /nodes with {type(data).__name__}, not a list",
-                endpoint=self.endpoint,
-            )
-        return [self._parse(Node, item, "/nodes") for item in data]
+        return [self._parse(Node, item, "/nodes") for item in self._list(await self.get("/nodes"), "/nodes")]
+
+    async def cluster_status(self) -> list[ClusterStatusEntry]:
+        data = self._list(await self.get("/cluster/status"), "/cluster/status")
+        return [self._parse(ClusterStatusEntry, item, "/cluster/status") for item in data]
+
+    async def permissions(self, path: str = "/") -> dict[str, int]:
+        """The caller's effective privileges on ``path`` (``GET /access/permissions``), privilege separation
+        of tokens included: ``{"Sys.Audit": 1, ...}``."""
+        data = await self.get(f"/access/permissions?path={path}")
+        if not isinstance(data, dict):
+            raise self._shape_error("/access/permissions", "an object")
+        privs = data.get(path, {})
+        if not isinstance(privs, dict):
+            raise self._shape_error("/access/permissions", "an object per path")
+        return {str(k): int(v) for k, v in privs.items() if isinstance(v, int)}
 
     async def get(self, path: str) -> Any:
         """GET ``/api2/json{path}`` and return its ``data``, logging in first if needed."""
@@ -151,15 +252,22 @@ class ProxmoxClient:
                 return await self._get(path)
         except TimeoutError:
             raise errors.Timeout(
-                f"Proxmox at {self.endpoint} did not answer GET {path} within {self.timeouts.total:g} s; "
+                f"Proxmox at {self._start} did not answer GET {path} within {self.timeouts.total:g} s; "
                 "check that the node is up and not overloaded",
-                endpoint=self.endpoint,
+                endpoint=self._start,
             ) from None
 
     async def login(self) -> None:
         """Make sure a usable session exists: a ticket for password logins (API tokens need none)."""
         if isinstance(self.credentials, PasswordCredentials):
-            await self._ensure_ticket()
+            try:
+                async with asyncio.timeout(self.timeouts.total):
+                    await self._ensure_ticket()
+            except TimeoutError:
+                raise errors.Timeout(
+                    f"Proxmox at {self._start} did not complete the login within {self.timeouts.total:g} s",
+                    endpoint=self._start,
+                ) from None
 
     # --- internals ----------------------------------------------------------------------------------------
 
@@ -167,13 +275,13 @@ class ProxmoxClient:
         retried_login = False
         while True:
             headers = await self._auth_headers()
-            response = await self._send("GET", path, headers=headers)
+            url, response = await self._failover("GET", path, headers=headers)
             if response.status_code == 401 and isinstance(self.credentials, PasswordCredentials) and not retried_login:
                 # The ticket may have been invalidated (auth key rotation on the cluster): log in once more.
                 retried_login = True
                 self._session = None
                 continue
-            return self._data(response, f"GET {path}")
+            return self._data(url, response, f"GET {path}")
 
     async def _auth_headers(self) -> dict[str, str]:
         if isinstance(self.credentials, TokenCredentials):
@@ -184,8 +292,7 @@ class ProxmoxClient:
     async def _ensure_ticket(self) -> _Session:
         async with self._login_lock:
             session = self._session
-            now = self._clock()
-            if session is not None and now - session.issued < TICKET_RENEW_AFTER:
+            if session is not None and self._clock() - session.issued < TICKET_RENEW_AFTER:
                 return session
             renewed: _Session | None = None
             if session is not None:
@@ -199,102 +306,184 @@ class ProxmoxClient:
         creds = self.credentials
         assert isinstance(creds, PasswordCredentials)
         form = {"username": creds.username, "password": password if password is not None else creds.password}
-        response = await self._send("POST", "/access/ticket", data=form)
+        url, response = await self._failover("POST", "/access/ticket", data=form)
         if response.status_code == 401:
             raise errors.AuthenticationFailed(
-                f"Proxmox at {self.endpoint} rejected the login of '{creds.username}' "
+                f"Proxmox at {url} rejected the login of '{creds.username}' "
                 f"({self._reason(response)}); check the username, realm and password in the Secret",
-                endpoint=self.endpoint,
+                endpoint=url,
             )
-        ticket = self._parse(_Ticket, self._data(response, "POST /access/ticket"), "/access/ticket")
+        ticket = self._parse(_Ticket, self._data(url, response, "POST /access/ticket"), "/access/ticket")
         if ticket.NeedTFA or ticket.ticket.startswith("PVE:!tfa!"):
             raise errors.TFARequired(
-                f"'{creds.username}' has two-factor authentication on {self.endpoint}: a password login cannot "
+                f"'{creds.username}' has two-factor authentication on {url}: a password login cannot "
                 "complete unattended; create an API token (tokenId/tokenSecret) for the operator instead",
-                endpoint=self.endpoint,
+                endpoint=url,
             )
         return _Session(ticket=ticket.ticket, csrf=ticket.CSRFPreventionToken, issued=self._clock())
 
-    async def _send(
+    async def _failover(
         self,
         method: str,
         path: str,
         *,
         headers: dict[str, str] | None = None,
         data: dict[str, str] | None = None,
-    ) -> httpx.Response:
-        what = f"{method} {path}"
-        try:
-            return await self._http.request(method, path, headers=headers, data=data)
-        except httpx.TimeoutException as exc:
-            phase = "connecting" if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout) else "waiting"
-            raise errors.Timeout(
-                f"Proxmox at {self.endpoint} timed out ({phase}) on {what}; check the node and the network path",
-                endpoint=self.endpoint,
-            ) from None
-        except httpx.TransportError as exc:
-            tls_problem = _ssl_cause(exc)
-            if tls_problem is not None:
-                raise errors.TLSError(self._tls_message(tls_problem), endpoint=self.endpoint) from None
-            raise errors.Unreachable(
-                f"cannot reach Proxmox at {self.endpoint} ({_describe(exc)}); check the endpoint URL, that "
-                "pveproxy runs on the node, and that the operator's network can reach it",
-                endpoint=self.endpoint,
-            ) from None
+    ) -> tuple[str, httpx.Response]:
+        """Send to the current endpoint; on a transport failure, to the next candidates in order."""
+        order = self.candidates
+        start = order.index(self._start) if self._start in order else 0
+        failures: list[errors.ProxmoxError] = []
+        for url in order[start:] + order[:start]:
+            try:
+                response = await self._send(self._endpoint(url), method, path, headers=headers, data=data)
+            except _TransportFailure as failure:
+                failures.append(failure.error)
+                continue
+            self._start = self.active_endpoint = url
+            return url, response
+        first = failures[0]
+        if len(failures) > 1:
+            others = ", ".join(e.endpoint or "?" for e in failures[1:])
+            raise type(first)(f"{first} (also failed: {others})", endpoint=first.endpoint)
+        raise first
 
-    def _tls_message(self, problem: ssl.SSLError) -> str:
-        detail = getattr(problem, "verify_message", None) or problem.reason or type(problem).__name__
-        if isinstance(problem, ssl.SSLCertVerificationError):
-            hint = (
-                "set spec.tls.caBundle to the cluster CA (/etc/pve/pve-root-ca.pem on any node)"
-                if self.trust.ca_bundle is None
-                else "spec.tls.caBundle does not match the server's certificate; use the CA that signed it"
+    def _endpoint(self, url: str) -> _Endpoint:
+        ep = self._endpoints.get(url)
+        if ep is None:
+            t = self.timeouts
+            http = httpx.AsyncClient(
+                base_url=f"{url}/api2/json",
+                timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.read, pool=t.total),
+                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+                follow_redirects=False,
+                # Proxy variables and SSL_CERT_FILE from the environment must not change where credentials go
+                # or which CAs are trusted behind the user's back: the resource's spec decides.
+                trust_env=False,
+                transport=self._transport
+                or transport(
+                    self._ssl,
+                    self.trust.fingerprints,
+                    max_connections=self.limits.max_concurrent,
+                    keepalive_expiry=KEEPALIVE_EXPIRY,
+                ),
             )
-            return f"the TLS certificate of Proxmox at {self.endpoint} failed verification ({detail}); {hint}"
-        return f"the TLS handshake with Proxmox at {self.endpoint} failed ({detail}); check the endpoint URL and port"
+            ep = _Endpoint(
+                url=url,
+                http=http,
+                slots=asyncio.Semaphore(self.limits.max_concurrent),
+                pacing=_RateLimiter(self.limits.requests_per_second),
+            )
+            self._endpoints[url] = ep
+        return ep
 
-    def _data(self, response: httpx.Response, what: str) -> Any:
+    async def _send(
+        self,
+        ep: _Endpoint,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str] | None,
+        data: dict[str, str] | None,
+    ) -> httpx.Response:
+        reset_retried = throttle_retried = False
+        while True:
+            try:
+                async with ep.slots:
+                    await ep.pacing.acquire()
+                    response = await ep.http.request(method, path, headers=headers, data=data)
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+                if method == "GET" and not reset_retried and not _ssl_cause(exc):
+                    reset_retried = True  # a reset connection: an idempotent GET is tried once more
+                    continue
+                raise _TransportFailure(self._transport_error(ep.url, method, path, exc)) from None
+            except httpx.TransportError as exc:
+                raise _TransportFailure(self._transport_error(ep.url, method, path, exc)) from None
+            if response.status_code in (429, 503):
+                delay = _retry_after(response)
+                if delay is not None and delay <= RETRY_AFTER_WAIT_MAX and not throttle_retried:
+                    throttle_retried = True
+                    await asyncio.sleep(delay)
+                    continue
+            return response
+
+    def _transport_error(self, url: str, method: str, path: str, exc: httpx.TransportError) -> errors.ProxmoxError:
+        what = f"{method} {path}"
+        if isinstance(exc, httpx.TimeoutException):
+            phase = "connecting" if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout) else "waiting"
+            return errors.Timeout(
+                f"Proxmox at {url} timed out ({phase}) on {what}; check the node and the network path", endpoint=url
+            )
+        tls_problem = _ssl_cause(exc)
+        if tls_problem is not None:
+            return errors.TLSError(self._tls_message(url, tls_problem), endpoint=url)
+        return errors.Unreachable(
+            f"cannot reach Proxmox at {url} ({_describe(exc)}); check the endpoint URL, that pveproxy runs on "
+            "the node, and that the operator's network can reach it",
+            endpoint=url,
+        )
+
+    def _tls_message(self, url: str, problem: ssl.SSLError) -> str:
+        detail = getattr(problem, "verify_message", None) or problem.reason or str(problem) or type(problem).__name__
+        if isinstance(problem, ssl.SSLCertVerificationError):
+            if self.trust.fingerprints:
+                hint = "pin this node's certificate in spec.tls.fingerprints or trust its CA in spec.tls.caBundle"
+            elif self.trust.ca_bundle is None:
+                hint = "set spec.tls.caBundle to the cluster CA (/etc/pve/pve-root-ca.pem on any node)"
+            else:
+                hint = "the CA bundle does not match the server's certificate; use the CA that signed it"
+            return f"the TLS certificate of Proxmox at {url} failed verification ({detail}); {hint}"
+        return f"the TLS handshake with Proxmox at {url} failed ({detail}); check the endpoint URL and port"
+
+    def _data(self, url: str, response: httpx.Response, what: str) -> Any:
         status = response.status_code
         if status == 200:
             try:
                 body = response.json()
             except ValueError:
                 raise errors.InvalidResponse(
-                    f"Proxmox at {self.endpoint} answered {what} with a body that is not JSON; is the endpoint "
-                    "really a Proxmox VE API (port 8006)?",
-                    endpoint=self.endpoint,
+                    f"Proxmox at {url} answered {what} with a body that is not JSON; is the endpoint really a "
+                    "Proxmox VE API (port 8006)?",
+                    endpoint=url,
                 ) from None
             if not isinstance(body, dict) or "data" not in body:
                 raise errors.InvalidResponse(
-                    f"Proxmox at {self.endpoint} answered {what} without the 'data' envelope; is the endpoint "
-                    "really a Proxmox VE API?",
-                    endpoint=self.endpoint,
+                    f"Proxmox at {url} answered {what} without the 'data' envelope; is the endpoint really a "
+                    "Proxmox VE API?",
+                    endpoint=url,
                 )
             return body["data"]
         reason = self._reason(response)
         if status == 401:
             raise errors.AuthenticationFailed(
-                f"Proxmox at {self.endpoint} refused {what} with 401 ({reason}); check the credentials in the "
-                "Secret (for a token: tokenId and tokenSecret, and that the token has not expired)",
-                endpoint=self.endpoint,
+                f"Proxmox at {url} refused {what} with 401 ({reason}); check the credentials in the Secret (for a "
+                "token: tokenId and tokenSecret, and that the token has not expired)",
+                endpoint=url,
             )
         if status == 403:
             raise errors.PermissionDenied(
-                f"Proxmox at {self.endpoint} denied {what} with 403 ({reason}); grant the user or token the "
-                "PVEAuditor role on / (for a privilege-separated token, on the token too)",
-                endpoint=self.endpoint,
+                f"Proxmox at {url} denied {what} with 403 ({reason}); grant the user or token the PVEAuditor role "
+                "on / (for a privilege-separated token, on the token too)",
+                endpoint=url,
+            )
+        if status in (429, 503):
+            delay = _retry_after(response)
+            raise errors.ServerError(
+                f"Proxmox at {url} is throttling or overloaded: {what} answered {status} ({reason})"
+                + (f"; it asks to retry after {delay:g} s" if delay is not None else ""),
+                endpoint=url,
+                retry_after=delay,
             )
         # 501 is how PVE says "no such API method": an unsupported version, not a failing server.
         if status >= 500 and status != 501:
             raise errors.ServerError(
-                f"Proxmox at {self.endpoint} failed {what} with {status} ({reason}); see the pveproxy and "
-                "pvedaemon logs on the node",
-                endpoint=self.endpoint,
+                f"Proxmox at {url} failed {what} with {status} ({reason}); see the pveproxy and pvedaemon logs "
+                "on the node",
+                endpoint=url,
             )
         raise errors.InvalidResponse(
-            f"Proxmox at {self.endpoint} answered {what} with {status} ({reason}); this Proxmox VE version may "
-            "not be supported",
-            endpoint=self.endpoint,
+            f"Proxmox at {url} answered {what} with {status} ({reason}); this Proxmox VE version may not be supported",
+            endpoint=url,
         )
 
     def _reason(self, response: httpx.Response) -> str:
@@ -311,16 +500,49 @@ class ProxmoxClient:
                 text = text.replace(secret, "***")
         return text
 
+    def _list(self, data: Any, path: str) -> list[Any]:
+        if not isinstance(data, list):
+            raise self._shape_error(path, "a list")
+        return data
+
+    def _shape_error(self, path: str, expected: str) -> errors.InvalidResponse:
+        url = self.active_endpoint or self._start
+        return errors.InvalidResponse(
+            f"Proxmox at {url} answered {path} with something other than {expected}", endpoint=url
+        )
+
     def _parse(self, model: type[_M], data: Any, path: str) -> _M:
         try:
             return model.model_validate(data)
         except ValidationError as exc:
             fields = ", ".join(".".join(map(str, e["loc"])) or "(root)" for e in exc.errors()[:3])
+            url = self.active_endpoint or self._start
             raise errors.InvalidResponse(
-                f"Proxmox at {self.endpoint} answered {path} in an unexpected shape (fields: {fields}); "
-                "this Proxmox VE version may not be supported",
-                endpoint=self.endpoint,
+                f"Proxmox at {url} answered {path} in an unexpected shape (fields: {fields}); this Proxmox VE "
+                "version may not be supported",
+                endpoint=url,
             ) from None
+
+
+def endpoint_for_ip(template: str, ip: str) -> str:
+    """The API URL of a node at ``ip``, on the scheme and port of ``template`` (every PVE node serves its API on
+    the same port, 8006 by default)."""
+    parts = urlsplit(template)
+    host = f"[{ip}]" if ":" in ip else ip
+    return f"https://{host}:{parts.port or 443}"
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Retry-After in seconds (delta-seconds or an HTTP date), or None."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    with contextlib.suppress(TypeError, ValueError, IndexError):
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    return None
 
 
 def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
@@ -341,7 +563,7 @@ def _describe(exc: BaseException) -> str:
     text = type(exc).__name__
     while current is not None and id(current) not in seen:
         if isinstance(current, OSError) and (current.errno or current.strerror):
-            # asyncio's connect errors carry the errno but a generic strerror ("Connect call failed ...").
+            # asyncio's connect errors carry the errno but a generic strerror ("Connect call failed ...");
             # DNS errors (socket.gaierror) have negative errnos and a meaningful strerror of their own.
             if current.errno and current.errno > 0:
                 return os.strerror(current.errno)

@@ -16,9 +16,11 @@ class ProxmoxError(Exception):
     #: Whether trying again later may help without a change by the user (network blips, server errors).
     transient: ClassVar[bool] = True
 
-    def __init__(self, message: str, *, endpoint: str | None = None) -> None:
+    def __init__(self, message: str, *, endpoint: str | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.endpoint = endpoint
+        #: Seconds the server asked us to wait (429/503 Retry-After), if it did.
+        self.retry_after = retry_after
 
 
 class Unreachable(ProxmoxError):
