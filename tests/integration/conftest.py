@@ -155,13 +155,20 @@ class OperatorProcess:
 # Long retry backoff on purpose: a resource that recovers within seconds in these tests did so because the
 # operator noticed the fix (a Secret or spec event), not because a retry happened to come along.
 OPERATOR_ARGS = ["--probe-interval", "300", "--backoff-base", "120", "--backoff-max", "300"]
+# The session's operator serves pxo-test-* namespaces; lifecycle tests run operators of their own on pxo-life-*.
+TEST_NS_PREFIX = "pxo-test-"
+LIFE_NS_PREFIX = "pxo-life-"
 
 
 @pytest.fixture(scope="session")
 def operator(
     crd: str, operator_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(operator_kubeconfig, tmp_path_factory.mktemp("operator-log") / "operator.log", OPERATOR_ARGS)
+    op = OperatorProcess(
+        operator_kubeconfig,
+        tmp_path_factory.mktemp("operator-log") / "operator.log",
+        [*OPERATOR_ARGS, "--namespace", f"{TEST_NS_PREFIX}*"],
+    )
     op.start()
     time.sleep(0.5)
     assert op.alive(), op.log()
@@ -173,7 +180,7 @@ def operator(
 
 @pytest.fixture
 def namespace(cluster: Cluster, crd: str) -> Iterator[str]:
-    name = f"pxo-test-{secrets.token_hex(4)}"
+    name = f"{TEST_NS_PREFIX}{secrets.token_hex(4)}"
     cluster.kubectl("create", "namespace", name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
@@ -190,22 +197,34 @@ def secret_manifest(name: str, namespace: str, data: dict[str, str]) -> dict[str
 
 
 def pxc_manifest(
-    name: str, namespace: str, *, endpoint: str, secret: str, ca_pem: str | None = None, insecure: bool | None = None
+    name: str,
+    namespace: str,
+    *,
+    endpoint: str | None = None,
+    secret: str,
+    ca_pem: str | None = None,
+    insecure: bool | None = None,
+    extra: dict[str, Any] | None = None,
+    annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    spec: dict[str, Any] = {"endpoint": endpoint, "credentialsRef": {"name": secret}}
+    """A ProxmoxCluster manifest; ``extra`` is merged into the spec (tls keys into spec.tls)."""
+    spec: dict[str, Any] = {"credentialsRef": {"name": secret}}
+    if endpoint is not None:
+        spec["endpoint"] = endpoint
     tls: dict[str, Any] = {}
     if ca_pem is not None:
         tls["caBundle"] = ca_pem
     if insecure is not None:
         tls["insecureSkipVerify"] = insecure
+    extra = dict(extra or {})
+    tls.update(extra.pop("tls", {}))
     if tls:
         spec["tls"] = tls
-    return {
-        "apiVersion": "proxmox-operator.dev/v1alpha1",
-        "kind": "ProxmoxCluster",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }
+    spec.update(extra)
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    if annotations:
+        metadata["annotations"] = annotations
+    return {"apiVersion": "proxmox-operator.dev/v1alpha1", "kind": "ProxmoxCluster", "metadata": metadata, "spec": spec}
 
 
 def apply(cluster: Cluster, *objs: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -75,3 +75,45 @@ def wait_for(probe: Callable[[], T | None], *, timeout: float, interval: float =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; last value: {last!r}")
         time.sleep(interval)
+
+
+def get_pxc(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
+    result = cluster.kubectl("get", "pxc", name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def condition(obj: dict[str, Any] | None, type_: str = "Ready") -> dict[str, Any] | None:
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return cond
+    return None
+
+
+def wait_condition(
+    cluster: Cluster,
+    namespace: str,
+    name: str,
+    status: str,
+    reason: str | None = None,
+    *,
+    type_: str = "Ready",
+    timeout: float = 60,
+) -> dict[str, Any]:
+    """Wait until condition ``type_`` of the ProxmoxCluster has ``status`` (and ``reason``); return the object."""
+
+    def probe() -> dict[str, Any] | None:
+        obj = get_pxc(cluster, namespace, name)
+        cond = condition(obj, type_)
+        if cond and cond["status"] == status and (reason is None or cond["reason"] == reason):
+            return obj
+        return None
+
+    return wait_for(probe, timeout=timeout, what=f"{namespace}/{name} {type_}={status} {reason or ''}")
+
+
+def events(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
+    return list(cluster.kubectl_json("get", "events", "-n", namespace)["items"])
+
+
+def event_reasons(cluster: Cluster, namespace: str) -> list[str]:
+    return [e["reason"] for e in events(cluster, namespace)]

@@ -12,6 +12,10 @@ from pve_simulator import NodeConfig, SimulatorConfig, SimulatorServer, Simulato
 
 USER = "root@pam"
 TOKEN_ID = "root@pam!operator"
+#: A second valid token, for rotation tests.
+ROTATED_TOKEN_ID = "root@pam!rotated"
+#: A privilege-separated token with no ACL of its own: reads /version and /nodes, 403 on /cluster/status.
+BARE_TOKEN_ID = "root@pam!bare"
 VERSION = "8.4.1"
 RELEASE = "8.4"
 
@@ -23,6 +27,9 @@ class PVE:
     cert_dir: Path
     password: str = field(default_factory=lambda: f"canary-pw-{secrets.token_hex(8)}")
     token_secret: str = field(default_factory=lambda: str(uuid.uuid4()))
+    rotated_secret: str = field(default_factory=lambda: str(uuid.uuid4()))
+    bare_secret: str = field(default_factory=lambda: str(uuid.uuid4()))
+    port: int = 0
     nodes: tuple[str, ...] = ("pve1", "pve2", "pve3")
     version: str = VERSION
     # Distinct per simulator: the operator rightly flags two resources on one cluster as duplicates.
@@ -37,13 +44,19 @@ class PVE:
             cluster_name=self.cluster_name,
             nodes=tuple(NodeConfig(name=n) for n in self.nodes),
             users=(UserConfig(userid=USER, password=self.password),),
-            tokens=(TokenConfig(tokenid=TOKEN_ID, secret=self.token_secret, privsep=True, sys_audit=True),),
+            tokens=(
+                TokenConfig(tokenid=TOKEN_ID, secret=self.token_secret, privsep=True, sys_audit=True),
+                TokenConfig(tokenid=ROTATED_TOKEN_ID, secret=self.rotated_secret, privsep=True, sys_audit=True),
+                TokenConfig(tokenid=BARE_TOKEN_ID, secret=self.bare_secret, privsep=True),
+            ),
+            port=self.port,
             # PVE delays failed logins by 3 s; a shorter delay keeps the suite quick and changes nothing else.
             auth_fail_delay=0.2,
             cert_dir=self.cert_dir,
         )
         self._thread = SimulatorThread(config)
         self._server = self._thread.start()
+        self.port = self._server.port  # a restart comes back on the same port, like a rebooted node
         return self
 
     def stop(self) -> None:

@@ -13,41 +13,12 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import OperatorProcess, apply, pxc_manifest, secret_manifest
-from tests.integration.kube import Cluster, wait_for
+from tests.integration.kube import Cluster, condition, events, get_pxc, wait_condition, wait_for
 from tests.integration.pve import PVE, TOKEN_ID, USER
 
 pytestmark = pytest.mark.integration
 
 FINALIZER = "proxmox-operator.dev/finalizer"
-
-
-def get_pxc(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
-    result = cluster.kubectl("get", "pxc", name, "-n", namespace, "-o", "json", check=False)
-    return json.loads(result.stdout) if result.returncode == 0 else None
-
-
-def ready_condition(obj: dict[str, Any] | None) -> dict[str, Any] | None:
-    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Ready":
-            return cond
-    return None
-
-
-def wait_ready(
-    cluster: Cluster, namespace: str, name: str, status: str, reason: str | None = None, timeout: float = 60
-) -> dict[str, Any]:
-    def probe() -> dict[str, Any] | None:
-        obj = get_pxc(cluster, namespace, name)
-        cond = ready_condition(obj)
-        if cond and cond["status"] == status and (reason is None or cond["reason"] == reason):
-            return obj
-        return None
-
-    return wait_for(probe, timeout=timeout, what=f"{namespace}/{name} Ready={status} {reason or ''}")
-
-
-def events(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
-    return cluster.kubectl_json("get", "events", "-n", namespace)["items"]
 
 
 def test_password_login_goes_ready_with_version_and_node_count(
@@ -58,14 +29,14 @@ def test_password_login_goes_ready_with_version_and_node_count(
         secret_manifest("creds", namespace, {"username": USER, "password": pve.password}),
         pxc_manifest("lab", namespace, endpoint=pve.url, secret="creds", ca_pem=pve.ca_pem),
     )
-    obj = wait_ready(cluster, namespace, "lab", "True", "Registered")
+    obj = wait_condition(cluster, namespace, "lab", "True", "Registered")
     status = obj["status"]
     assert status["version"]["version"] == pve.version
     assert status["version"]["release"] == pve.release
     assert status["nodeCount"] == len(pve.nodes)
     assert status["observedGeneration"] == obj["metadata"]["generation"]
     assert status["lastProbeTime"]
-    cond = ready_condition(obj)
+    cond = condition(obj)
     assert cond is not None and cond["observedGeneration"] == obj["metadata"]["generation"]
     assert "password" in cond["message"] and pve.version in cond["message"]
     # The operator adds only its finalizer to the user's object: no kopf annotations, spec untouched.
@@ -83,9 +54,9 @@ def test_api_token_goes_ready(cluster: Cluster, operator: OperatorProcess, names
         secret_manifest("token", namespace, {"tokenId": TOKEN_ID, "tokenSecret": pve.token_secret}),
         pxc_manifest("lab", namespace, endpoint=pve.url, secret="token", ca_pem=pve.ca_pem),
     )
-    obj = wait_ready(cluster, namespace, "lab", "True", "Registered")
+    obj = wait_condition(cluster, namespace, "lab", "True", "Registered")
     assert obj["status"]["nodeCount"] == len(pve.nodes)
-    assert "(token)" in ready_condition(obj)["message"]  # type: ignore[index]
+    assert "(token)" in condition(obj)["message"]  # type: ignore[index]
     assert pve.logins() == 0, "an API token needs no ticket"
 
 
@@ -97,8 +68,8 @@ def test_wrong_password_is_authentication_failed_and_the_operator_survives(
         secret_manifest("creds", namespace, {"username": USER, "password": "not-the-password"}),
         pxc_manifest("lab", namespace, endpoint=pve.url, secret="creds", ca_pem=pve.ca_pem),
     )
-    obj = wait_ready(cluster, namespace, "lab", "False", "AuthenticationFailed")
-    cond = ready_condition(obj)
+    obj = wait_condition(cluster, namespace, "lab", "False", "AuthenticationFailed")
+    cond = condition(obj)
     assert cond is not None and "authentication failure" in cond["message"] and pve.url in cond["message"]
     assert "version" not in obj["status"] or obj["status"]["version"] is None
     warnings = [e for e in events(cluster, namespace) if e["reason"] == "AuthenticationFailed"]
@@ -106,7 +77,7 @@ def test_wrong_password_is_authentication_failed_and_the_operator_survives(
     assert operator.alive()
     # Fixing the password in the Secret is noticed without waiting for a retry.
     apply(cluster, secret_manifest("creds", namespace, {"username": USER, "password": pve.password}))
-    wait_ready(cluster, namespace, "lab", "True", "Registered", timeout=30)
+    wait_condition(cluster, namespace, "lab", "True", "Registered", timeout=30)
     assert any(e["reason"] == "Recovered" for e in events(cluster, namespace))
 
 
@@ -114,10 +85,10 @@ def test_missing_secret_then_created_goes_ready_within_seconds(
     cluster: Cluster, operator: OperatorProcess, namespace: str, pve: PVE
 ) -> None:
     apply(cluster, pxc_manifest("lab", namespace, endpoint=pve.url, secret="later", ca_pem=pve.ca_pem))
-    obj = wait_ready(cluster, namespace, "lab", "False", "SecretNotFound")
-    assert "later" in ready_condition(obj)["message"]  # type: ignore[index]
+    obj = wait_condition(cluster, namespace, "lab", "False", "SecretNotFound")
+    assert "later" in condition(obj)["message"]  # type: ignore[index]
     apply(cluster, secret_manifest("later", namespace, {"tokenId": TOKEN_ID, "tokenSecret": pve.token_secret}))
-    wait_ready(cluster, namespace, "lab", "True", "Registered", timeout=20)
+    wait_condition(cluster, namespace, "lab", "True", "Registered", timeout=20)
 
 
 def test_secret_with_two_pairs_is_secret_invalid(
@@ -129,8 +100,8 @@ def test_secret_with_two_pairs_is_secret_invalid(
         secret_manifest("both", namespace, both),
         pxc_manifest("lab", namespace, endpoint=pve.url, secret="both", ca_pem=pve.ca_pem),
     )
-    obj = wait_ready(cluster, namespace, "lab", "False", "SecretInvalid")
-    assert "exactly one pair" in ready_condition(obj)["message"]  # type: ignore[index]
+    obj = wait_condition(cluster, namespace, "lab", "False", "SecretInvalid")
+    assert "exactly one pair" in condition(obj)["message"]  # type: ignore[index]
 
 
 def test_tls_is_verified_by_default_and_insecure_mode_works(
@@ -139,11 +110,11 @@ def test_tls_is_verified_by_default_and_insecure_mode_works(
     secret = secret_manifest("token", namespace, {"tokenId": TOKEN_ID, "tokenSecret": pve.token_secret})
     # No caBundle: the simulator's CA is not a system CA, so verification fails and nothing is sent.
     apply(cluster, secret, pxc_manifest("lab", namespace, endpoint=pve.url, secret="token"))
-    obj = wait_ready(cluster, namespace, "lab", "False", "TLSError")
-    assert "caBundle" in ready_condition(obj)["message"]  # type: ignore[index]
+    obj = wait_condition(cluster, namespace, "lab", "False", "TLSError")
+    assert "caBundle" in condition(obj)["message"]  # type: ignore[index]
     # A spec edit is picked up at once, and observedGeneration follows it.
     apply(cluster, pxc_manifest("lab", namespace, endpoint=pve.url, secret="token", insecure=True))
-    obj = wait_ready(cluster, namespace, "lab", "True", "Registered", timeout=30)
+    obj = wait_condition(cluster, namespace, "lab", "True", "Registered", timeout=30)
     assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"] == 2
 
 
@@ -155,8 +126,8 @@ def test_wrong_ca_bundle_is_tls_error(
         secret_manifest("token", namespace, {"tokenId": TOKEN_ID, "tokenSecret": pve.token_secret}),
         pxc_manifest("lab", namespace, endpoint=pve.url, secret="token", ca_pem=other_ca_pem),
     )
-    obj = wait_ready(cluster, namespace, "lab", "False", "TLSError")
-    assert "does not match" in ready_condition(obj)["message"]  # type: ignore[index]
+    obj = wait_condition(cluster, namespace, "lab", "False", "TLSError")
+    assert "does not match" in condition(obj)["message"]  # type: ignore[index]
 
 
 def test_nothing_listening_is_unreachable(
@@ -167,8 +138,8 @@ def test_nothing_listening_is_unreachable(
         secret_manifest("token", namespace, {"tokenId": TOKEN_ID, "tokenSecret": pve.token_secret}),
         pxc_manifest("lab", namespace, endpoint=f"https://127.0.0.1:{closed_port}", secret="token", ca_pem=pve.ca_pem),
     )
-    obj = wait_ready(cluster, namespace, "lab", "False", "Unreachable")
-    assert "Connection refused" in ready_condition(obj)["message"]  # type: ignore[index]
+    obj = wait_condition(cluster, namespace, "lab", "False", "Unreachable")
+    assert "Connection refused" in condition(obj)["message"]  # type: ignore[index]
 
 
 @pytest.mark.parametrize(
@@ -208,7 +179,7 @@ def test_delete_removes_finalizer_and_object(
         secret_manifest("token", namespace, {"tokenId": TOKEN_ID, "tokenSecret": pve.token_secret}),
         pxc_manifest("lab", namespace, endpoint=pve.url, secret="token", ca_pem=pve.ca_pem),
     )
-    wait_ready(cluster, namespace, "lab", "True")
+    wait_condition(cluster, namespace, "lab", "True")
     cluster.kubectl("delete", "pxc", "lab", "-n", namespace, "--wait=true", "--timeout=30s")
     assert get_pxc(cluster, namespace, "lab") is None
     wait_for(
@@ -226,7 +197,7 @@ def test_delete_completes_with_proxmox_down_and_secret_gone(
         secret_manifest("token", namespace, {"tokenId": TOKEN_ID, "tokenSecret": pve.token_secret}),
         pxc_manifest("lab", namespace, endpoint=pve.url, secret="token", ca_pem=pve.ca_pem),
     )
-    wait_ready(cluster, namespace, "lab", "True")
+    wait_condition(cluster, namespace, "lab", "True")
     pve.stop()
     cluster.kubectl("delete", "secret", "token", "-n", namespace)
     cluster.kubectl("delete", "pxc", "lab", "-n", namespace, "--wait=true", "--timeout=30s")
@@ -239,7 +210,7 @@ def test_kubectl_get_shows_the_columns(cluster: Cluster, operator: OperatorProce
         secret_manifest("token", namespace, {"tokenId": TOKEN_ID, "tokenSecret": pve.token_secret}),
         pxc_manifest("lab", namespace, endpoint=pve.url, secret="token", ca_pem=pve.ca_pem),
     )
-    wait_ready(cluster, namespace, "lab", "True")
+    wait_condition(cluster, namespace, "lab", "True")
     plain = cluster.kubectl("get", "pxc", "-n", namespace).stdout.splitlines()
     assert plain[0].split() == ["NAME", "ENDPOINT", "VERSION", "NODES", "QUORATE", "READY", "AGE"]
     row = plain[1].split()
@@ -272,9 +243,9 @@ def test_canary_credentials_never_leak(cluster: Cluster, operator: OperatorProce
         pxc_manifest("bad", namespace, endpoint=pve.url, secret="bad", ca_pem=pve.ca_pem),
         pxc_manifest("token", namespace, endpoint=pve.url, secret="token", ca_pem=pve.ca_pem),
     )
-    wait_ready(cluster, namespace, "good", "True")
-    wait_ready(cluster, namespace, "token", "True")
-    wait_ready(cluster, namespace, "bad", "False", "AuthenticationFailed")
+    wait_condition(cluster, namespace, "good", "True")
+    wait_condition(cluster, namespace, "token", "True")
+    wait_condition(cluster, namespace, "bad", "False", "AuthenticationFailed")
     canaries = [pve.password, wrong, pve.token_secret]
     exposed = {
         "status": json.dumps(cluster.kubectl_json("get", "pxc", "-n", namespace)),
