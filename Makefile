@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: help venv crds lint test test-unit test-simulator test-integration cluster cluster-down cluster-status \
-        demo demo-down clean
+        demo demo-down bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 20
@@ -26,8 +26,8 @@ crds: $(STAMP) ## regenerate crds/ from operator/proxmox_operator/models.py
 	$(BIN)/python -m proxmox_operator.crdgen crds/proxmoxclusters.yaml
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
-	$(BIN)/ruff check operator tests
-	$(BIN)/ruff format --check operator tests
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
 	$(BIN)/mypy
 
 test: $(STAMP) lint ## every test: unit, simulator, and integration on the real local control plane
@@ -56,6 +56,9 @@ demo: $(STAMP) ## control plane + CRD + PVE simulator + operator, and a sample c
 
 demo-down: ## stop what `make demo` started
 	@bash hack/demo.sh down
+
+bench: $(STAMP) ## benchmarks: memory per registered cluster and connection reuse, as ratios to a baseline
+	$(BIN)/python -m bench
 
 clean: ## remove the venv and caches (not the cached Kubernetes binaries)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Benchmarks of proxmox-operator: ratios against a baseline measured in the same process tree."""
