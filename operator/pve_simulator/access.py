@@ -237,13 +237,16 @@ class AccessControl:
 
     # -- login ----------------------------------------------------------------------------------
 
-    def create_ticket(self, params: dict[str, object], client_ip: str) -> dict[str, object]:
-        """``POST /access/ticket`` with validated parameters; raise ``401 authentication failure``."""
+    def create_ticket(self, params: dict[str, object], client_ip: str, *, refuse: bool = False) -> dict[str, object]:
+        """``POST /access/ticket`` with validated parameters; raise ``401 authentication failure``.
+
+        ``refuse``: fail like a wrong password (the answering node's ``refuse_logins`` fault).
+        """
         username = str(params["username"])
         if params.get("realm"):
             username += f"@{params['realm']}"
         try:
-            result = self._login(username, params)
+            result = self._login(username, params, refuse=refuse)
         except LoginFailure as exc:
             self.log.warning("authentication failure; rhost=%s user=%s msg=%s", client_ip, username, exc.log_text)
             raise ApiError(401, "authentication failure\n") from None
@@ -255,8 +258,8 @@ class AccessControl:
         self.log.info("successful auth for user '%s'", username)
         return result
 
-    def _login(self, username: str, params: dict[str, object]) -> dict[str, object]:
-        if self.faults.refuse_logins:
+    def _login(self, username: str, params: dict[str, object], *, refuse: bool) -> dict[str, object]:
+        if refuse or self.faults.refuse_logins:
             raise LoginFailure("login refused by fault injection")
         self._check_user_enabled(username)
         if params.get("path") and params.get("privs"):

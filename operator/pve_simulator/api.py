@@ -13,8 +13,20 @@
   single node entry with ``nodeid 0``, ``local 1``, ``online 1``.  Flags are the integers 0/1.
 * ``GET|POST /access/ticket`` - pve-access-control ``src/PVE/API2/AccessControl.pm``
   ``get_ticket`` (a dummy returning null) and ``create_ticket`` (login; tokens not allowed).
+* ``GET /access/permissions`` - pve-access-control ``src/PVE/API2/AccessControl.pm`` ``permissions``
+  with ``src/PVE/RPCEnvironment.pm`` ``permissions``/``get_effective_permissions``: optional ``userid``
+  (user or token id, default: the caller) and ``path``.  Anyone may read their own permissions (and,
+  from PVE 8.3, those of tokens they own); anything else needs ``Sys.Audit`` on ``/access``
+  (``403 Permission check failed (/access, Sys.Audit)``).  The result maps path -> privilege -> the
+  propagate flag (``1``: the privilege is inherited by paths below).  With ``path`` it is exactly that
+  path (present even when empty); without, the default top-level paths (``/``, ``/access``,
+  ``/access/groups``, ``/nodes``, ``/pool``, ``/sdn``, ``/storage``, ``/vms``, per release, see
+  :mod:`pve_simulator.flavour`) that hold any privilege.  ``root@pam`` gets every privilege of the
+  Administrator role everywhere; a token with privilege separation gets its own ACL intersected with
+  its user's, one without gets its user's.
 
-Privileges are held on ``/`` and propagate, so the ``/nodes/<node>`` check equals the ``/`` check.
+Privileges are held on ``/`` and propagate, so the ``/nodes/<node>`` check equals the ``/`` check, and
+every path reports the same privileges, all with the propagate flag set.
 """
 
 from __future__ import annotations
@@ -25,14 +37,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pve_simulator.access import AuthInfo
+from pve_simulator.config import TOKEN_ID_RE
+from pve_simulator.errors import perm_exc
 from pve_simulator.model import Node
-from pve_simulator.privileges import SYS_AUDIT, known_privilege
+from pve_simulator.privileges import SYS_AUDIT, all_privileges, known_privilege
 from pve_simulator.schema import Param, Params, Schema
 from pve_simulator.state import Simulation
 
 __all__ = ["ROUTES", "Endpoint", "RequestContext", "find_endpoint"]
 
 _REALM_RE = re.compile(r"^[A-Za-z][A-Za-z0-9.\-_]+$")
+# pve-access-control src/PVE/AccessControl.pm $userid_or_token_regex (user_regex @ realm_regex [! token])
+_USERID_OR_TOKEN_RE = re.compile(r"[^\s:/]+@[A-Za-z][A-Za-z0-9.\-_]+(?:![A-Za-z][A-Za-z0-9.\-_]+)?")
 
 
 @dataclass(frozen=True)
@@ -43,6 +59,7 @@ class RequestContext:
     node: Node
     auth: AuthInfo
     client_ip: str
+    refuse_logins: bool = False
 
 
 Handler = Callable[[RequestContext, Params], Any]
@@ -89,7 +106,7 @@ def _node_entry(ctx: RequestContext, node: Node, can_audit: bool) -> dict[str, A
             entry["maxdisk"] = node.maxdisk
     if clustered and not node.online:
         entry["status"] = "offline"
-    entry["ssl_fingerprint"] = node.fingerprint
+    entry["ssl_fingerprint"] = ctx.sim.presented_fingerprint(node.name)
     return entry
 
 
@@ -147,7 +164,32 @@ def _get_ticket(ctx: RequestContext, params: Params) -> None:
 
 
 def _create_ticket(ctx: RequestContext, params: Params) -> dict[str, object]:
-    return ctx.sim.access.create_ticket(params, ctx.client_ip)
+    return ctx.sim.access.create_ticket(params, ctx.client_ip, refuse=ctx.refuse_logins)
+
+
+def _privileges_on(ctx: RequestContext, authid: str) -> dict[str, int]:
+    """``PVE::RPCEnvironment::permissions`` on any path: privilege -> propagate flag (always 1 here)."""
+    # "root can do anything": every privilege of the Administrator role
+    privs = all_privileges(ctx.sim.flavour) if authid == "root@pam" else ctx.sim.accounts.privileges(authid)
+    return dict.fromkeys(sorted(privs), 1)
+
+
+def _permissions(ctx: RequestContext, params: Params) -> dict[str, dict[str, int]]:
+    authid = ctx.auth.authid or ""
+    requested = params.get("userid")
+    userid = requested if isinstance(requested, str) else authid
+    token = TOKEN_ID_RE.match(userid)
+    check_self = userid == authid
+    check_owned_token = token is not None and token.group(1) == authid and ctx.sim.flavour.permissions_owned_tokens
+    if not (check_self or check_owned_token) and not ctx.sim.accounts.check(authid, [SYS_AUDIT]):
+        raise perm_exc(f"/access, {SYS_AUDIT}")
+    privileges = _privileges_on(ctx, userid)
+    path = params.get("path")
+    if isinstance(path, str) and path not in ("", "0"):  # Perl truthiness of $param->{path}
+        return {path: privileges}
+    if not privileges:
+        return {}
+    return {default: dict(privileges) for default in ctx.sim.flavour.effective_permission_paths}
 
 
 def _realm_format(value: str) -> None:
@@ -172,12 +214,18 @@ _LOGIN_PARAMETERS: Schema = {
     "tfa-challenge": Param(optional=True),
 }
 
+_PERMISSIONS_PARAMETERS: Schema = {
+    "userid": Param(optional=True, pattern=_USERID_OR_TOKEN_RE),
+    "path": Param(optional=True),
+}
+
 #: (method, path) -> endpoint; paths relative to ``/api2/json``.
 ROUTES: dict[tuple[str, str], Endpoint] = {
     ("GET", "/version"): Endpoint(_version),
     ("GET", "/nodes"): Endpoint(_nodes),
     ("GET", "/cluster/status"): Endpoint(_cluster_status, privileges=(SYS_AUDIT,)),
     ("GET", "/access/ticket"): Endpoint(_get_ticket),
+    ("GET", "/access/permissions"): Endpoint(_permissions, parameters=_PERMISSIONS_PARAMETERS),
     ("POST", "/access/ticket"): Endpoint(_create_ticket, parameters=_LOGIN_PARAMETERS, allowtoken=False),
 }
 

@@ -22,17 +22,28 @@ Follows pve-http-server ``src/PVE/APIServer/AnyEvent.pm`` (``process_header``, `
    ``Expires``; responses >= 400 close the connection; bodies above 1 KiB are gzip/deflate compressed
    when the client accepts it.
 
-Idle keep-alive connections are closed after the configured timeout (pveproxy: 5 s) by aiohttp.
+Idle keep-alive connections - and new connections that send no request - are closed after the
+configured timeout (pveproxy: the ``AnyEvent::Handle`` timeout of 5 s, ``accept_connections``) by aiohttp.
+
+Injected faults (:mod:`pve_simulator.faults`) act at these points: ``reset`` and ``hang`` as soon as
+the request arrived, then ``latency``, then a forced 429/503 (in front of pveproxy), then the pipeline
+above with any other forced status after authentication (for non-login requests).  Every request is
+counted for the cluster and for the answering node (:mod:`pve_simulator.counters`), in flight from its
+arrival until its response is ready.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import re
+import socket
+import struct
 import urllib.parse
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
@@ -48,7 +59,7 @@ from pve_simulator.model import Node
 from pve_simulator.schema import Params, validate
 from pve_simulator.state import Simulation
 
-__all__ = ["BASE_URI", "SERVER_HEADER", "build_api_app"]
+__all__ = ["BASE_URI", "SERVER_HEADER", "ApiListener", "abort_connection", "build_api_app"]
 
 BASE_URI = "/api2"
 SERVER_HEADER = "pve-api-daemon/3.0"
@@ -58,6 +69,18 @@ JSON_CONTENT_TYPE = "application/json;charset=UTF-8"
 _KNOWN_METHODS = frozenset({"GET", "POST", "PUT", "DELETE"})
 _ABS_URI_RE = re.compile(rf"^{re.escape(BASE_URI)}/+([a-z][a-z0-9]+)(/.*)?$", re.DOTALL)
 _COMPRESS_ABOVE = 1024
+_HANG_POLL = 0.05
+
+
+def abort_connection(transport: asyncio.Transport | None) -> None:
+    """Close a connection with a TCP RST: ``SO_LINGER`` on with timeout 0, then abort (no TLS close_notify)."""
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 @dataclass(frozen=True)
@@ -69,6 +92,7 @@ class _Result:
     message: str | None = None
     errors: dict[str, str] | None = None
     empty_body: bool = False
+    retry_after: int | str | None = None
 
 
 def _reason(status: int, message: str | None) -> str:
@@ -137,6 +161,11 @@ class ApiListener:
     def __init__(self, sim: Simulation, node: Node) -> None:
         self.sim = sim
         self.node = node
+        self.counters = sim.node_counters[node.name]
+        self._counter_sets = (sim.counters, self.counters)
+        self.faults = sim.faults.effective(node.name)
+        #: Set when the listener stops: waits (latency, hang) end and their connections are dropped.
+        self.stopping = asyncio.Event()
 
     # -- responses ------------------------------------------------------------------------------
 
@@ -147,6 +176,8 @@ class ApiListener:
         message: str | None,
         body: bytes = b"",
         content_type: str | None = None,
+        *,
+        retry_after: int | str | None = None,
     ) -> web.Response:
         """``response``: standard headers, reason phrase, compression, connection handling."""
         date = formatdate(usegmt=True)
@@ -159,6 +190,8 @@ class ApiListener:
         }
         if content_type is not None:
             headers[hdrs.CONTENT_TYPE] = content_type
+        if retry_after is not None:
+            headers[hdrs.RETRY_AFTER] = str(retry_after)
         if len(body) > _COMPRESS_ABOVE:
             accept = request.headers.get(hdrs.ACCEPT_ENCODING, "")
             if "gzip" in accept:
@@ -182,35 +215,64 @@ class ApiListener:
     def _format(self, request: web.Request, result: _Result) -> web.Response:
         """The JSON formatter (``prepare_response_data``)."""
         if result.empty_body:
-            return self._response(request, result.status, result.message)
+            return self._response(request, result.status, result.message, retry_after=result.retry_after)
         payload: dict[str, Any] = {"data": result.data}
         if result.errors:
             payload["errors"] = result.errors
         if result.status >= 400 and self.sim.flavour.error_message_in_body:
             payload["message"] = result.message or _reason(result.status, None)
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        return self._response(request, result.status, result.message, body, JSON_CONTENT_TYPE)
+        return self._response(
+            request, result.status, result.message, body, JSON_CONTENT_TYPE, retry_after=result.retry_after
+        )
 
     # -- pipeline -------------------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.Response:
         """Entry point for every request on the listener."""
+        for counters in self._counter_sets:
+            counters.request(request.method, request.path)
+            counters.enter()
+        try:
+            return await self._handle(request, self.stopping)
+        finally:
+            for counters in self._counter_sets:
+                counters.leave()
+
+    async def _handle(self, request: web.Request, stopping: asyncio.Event) -> web.Response:
         loop = asyncio.get_running_loop()
         started = loop.time()
         sim = self.sim
-        sim.counters.request(request.method, request.path)
-        latency = sim.faults.latency
-        if latency > 0:
-            await asyncio.sleep(latency)
+        faults = self.faults
+        if faults.take_reset():
+            return self._drop(request, "reset", *(counters.reset_connection for counters in self._counter_sets))
+        if faults.take_hang():
+            for counters in self._counter_sets:
+                counters.hang()
+            sim.log.info(
+                "%s %s %s %s left unanswered (hang fault)", self.node.name, request.remote, request.method, request.path
+            )
+            await self._wait_until_gone(request, stopping)
+            return self._drop(request, None)
+        latency = faults.latency
+        if latency > 0 and await self._pause(latency, stopping):
+            return self._drop(request, "listener stopped")
         authid: str | None = None
-        try:
-            response, authid = await self._dispatch(request, started)
-        except Exception as exc:  # any crash becomes a 500/501, like PVE's eval around the handler
-            sim.log.exception("internal error handling %s %s", request.method, request.path)
-            response = self._error(request, sim.flavour.internal_error_status, f"{type(exc).__name__}")
-        sim.counters.response(response.status)
+        forced = faults.take_forced(front=True)
+        if forced is not None:
+            status, reason, retry_after = forced
+            response = self._response(request, status, reason, retry_after=retry_after)
+        else:
+            try:
+                response, authid = await self._dispatch(request, started)
+            except Exception as exc:  # any crash becomes a 500/501, like PVE's eval around the handler
+                sim.log.exception("internal error handling %s %s", request.method, request.path)
+                response = self._error(request, sim.flavour.internal_error_status, f"{type(exc).__name__}")
+        for counters in self._counter_sets:
+            counters.response(response.status)
         sim.log.info(
-            "%s %s %s %d %s",
+            "%s %s %s %s %d %s",
+            self.node.name,
             request.remote,
             request.method,
             request.path,
@@ -218,6 +280,36 @@ class ApiListener:
             authid or "-",
         )
         return response
+
+    @staticmethod
+    async def _pause(seconds: float, stopping: asyncio.Event) -> bool:
+        """Sleep ``seconds``; ``True`` if the listener was stopped meanwhile."""
+        try:
+            await asyncio.wait_for(stopping.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    @staticmethod
+    async def _wait_until_gone(request: web.Request, stopping: asyncio.Event) -> None:
+        """Wait until the client went away or the listener stops."""
+        while not stopping.is_set():
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), _HANG_POLL)
+
+    def _drop(self, request: web.Request, why: str | None, *record: Callable[[], None]) -> web.Response:
+        """Abort the connection with a TCP RST (``SO_LINGER`` 0); the response is never sent."""
+        for action in record:
+            action()
+        if why is not None:
+            self.sim.log.info(
+                "%s %s %s %s connection %s", self.node.name, request.remote, request.method, request.path, why
+            )
+        abort_connection(request.transport)
+        return web.Response(status=500)
 
     async def _dispatch(self, request: web.Request, started: float) -> tuple[web.Response, str | None]:
         """The pipeline; returns the response and the id to log (authenticated or login user)."""
@@ -239,13 +331,15 @@ class ApiListener:
             return self._error(request, 501, "no such uri"), None
         is_login = method == "POST" and rel_uri == "/access/ticket"
         if is_login:
-            sim.counters.login()
+            for counters in self._counter_sets:
+                counters.login()
         try:
             auth = sim.access.auth_handler(
                 method, rel_uri, ticket, request.headers.get("CSRFPreventionToken"), api_token
             )
         except AuthFailure as exc:
-            sim.counters.auth_failure()
+            for counters in self._counter_sets:
+                counters.auth_failure()
             await asyncio.sleep(sim.config.auth_fail_delay)
             return self._response(request, exc.status, exc.message), None
         authid = auth.authid
@@ -268,7 +362,8 @@ class ApiListener:
             request, method=method, rel_uri=rel_uri, auth=auth, params=params, is_login=is_login
         )
         if is_login:
-            sim.counters.login(result.status)
+            for counters in self._counter_sets:
+                counters.login(result.status)
         if result.status == 401:
             elapsed = asyncio.get_running_loop().time() - started
             await asyncio.sleep(max(sim.config.auth_fail_delay - elapsed, 0.0))
@@ -311,20 +406,27 @@ class ApiListener:
                 raise perm_exc(f"URI '{rel_uri}' not available with API token, need proper ticket.")
             if endpoint.privileges and not sim.accounts.check(auth.authid or "", endpoint.privileges):
                 raise perm_exc(f"/, {'|'.join(endpoint.privileges)}")
-            forced = sim.faults.force_status
-            if forced is not None and not is_login:
-                reason = sim.faults.forced_reason()
-                return _Result(forced, message=reason, empty_body=forced in DEFAULT_REASONS)
+            forced = None if is_login else self.faults.take_forced(front=False)
+            if forced is not None:
+                status, reason, retry_after = forced
+                return _Result(status, message=reason, empty_body=status in DEFAULT_REASONS, retry_after=retry_after)
             checked = validate(params, endpoint.parameters)
-            context = RequestContext(sim=sim, node=self.node, auth=auth, client_ip=request.remote or "")
+            context = RequestContext(
+                sim=sim,
+                node=self.node,
+                auth=auth,
+                client_ip=request.remote or "",
+                refuse_logins=self.faults.refuse_logins,
+            )
             return _Result(200, data=endpoint.handler(context, checked))
         except ApiError as exc:
             return _Result(exc.status, message=exc.message, errors=exc.errors)
 
 
-def build_api_app(sim: Simulation, node: Node) -> web.Application:
-    """An aiohttp application answering every request as ``node`` of ``sim``."""
-    listener = ApiListener(sim, node)
+def build_api_app(sim: Simulation, node: Node, listener: ApiListener | None = None) -> web.Application:
+    """An aiohttp application answering every request as ``node`` of ``sim`` (through ``listener``)."""
+    if listener is None:
+        listener = ApiListener(sim, node)
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", listener.handle)
     return app

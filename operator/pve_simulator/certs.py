@@ -20,6 +20,14 @@ still signed by that CA, matches the node's names/addresses and is valid for mor
 refuses to issue from a CA expiring within two weeks).  A lock file serialises concurrent simulators
 sharing one directory.
 
+A custom certificate (``nodes/<node>/pveproxy-ssl.pem`` + ``pveproxy-ssl.key``, which pveproxy prefers over
+``pve-ssl.pem`` when present: pve-manager ``PVE/Service/pveproxy.pm``, ``init``, and pve-manager
+``PVE/CertHelpers.pm``) is what the ``swap_certificate`` fault presents: self-signed, not issued by the
+cluster CA, same subject alternative names as the node certificate.  It is created on first use and
+reused like the node certificates.  :class:`NodeTls` is a node listener's TLS setup: it picks the
+certificate per handshake (an SNI callback, which OpenSSL also calls when the client sends no server
+name, as when connecting to an IP address).
+
 The node fingerprint is SHA-256 over the certificate's DER, as ``PVE::Certificate::
 get_certificate_fingerprint`` computes it (pve-common ``src/PVE/Certificate.pm``), formatted as
 uppercase colon-separated hex; it is what ``GET /nodes`` reports as ``ssl_fingerprint``
@@ -35,8 +43,9 @@ import ipaddress
 import os
 import ssl
 import tempfile
+import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,9 +61,11 @@ __all__ = [
     "CertificateAuthority",
     "NodeCertificate",
     "NodeIdentity",
+    "NodeTls",
     "client_ssl_context",
     "ensure_ca",
     "ensure_cluster_certs",
+    "ensure_custom_cert",
     "ensure_node_cert",
     "fingerprint",
     "server_ssl_context",
@@ -65,6 +76,8 @@ CA_KEY_FILE = "priv/pve-root-ca.key"
 CA_SERIAL_FILE = "priv/pve-root-ca.srl"
 NODE_CERT_FILE = "pve-ssl.pem"
 NODE_KEY_FILE = "pve-ssl.key"
+CUSTOM_CERT_FILE = "pveproxy-ssl.pem"
+CUSTOM_KEY_FILE = "pveproxy-ssl.key"
 _LOCK_FILE = ".pve-simulator.lock"
 
 _CA_KEY_BITS = 4096
@@ -358,3 +371,117 @@ def client_ssl_context(ca_path: Path | str) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=str(ca_path))
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
+
+
+def _self_signed(cert: x509.Certificate, key: rsa.RSAPrivateKey) -> bool:
+    if cert.issuer != cert.subject or cert.public_key() != key.public_key():
+        return False
+    try:
+        key.public_key().verify(
+            cert.signature,
+            cert.tbs_certificate_bytes,
+            padding.PKCS1v15(),
+            cert.signature_hash_algorithm or hashes.SHA256(),
+        )
+    except Exception:  # noqa: BLE001 - any verification failure means "not reusable"
+        return False
+    return True
+
+
+def _custom_reusable(cert: x509.Certificate, key: rsa.RSAPrivateKey, identity: NodeIdentity) -> bool:
+    if not _self_signed(cert, key) or cert.not_valid_after_utc - _now() < _MIN_REMAINING:
+        return False
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    return _san_key(list(sans)) == _san_key(_expected_sans(identity))
+
+
+def ensure_custom_cert(cert_dir: Path, identity: NodeIdentity) -> NodeCertificate:
+    """Load or create a node's self-signed ``pveproxy-ssl.pem`` (not issued by the cluster CA).
+
+    Same SANs and CN as ``pve-ssl.pem``, RSA 2048, valid for two years from yesterday.
+    """
+    cert_dir = Path(cert_dir)
+    node_dir = cert_dir / "nodes" / identity.name
+    cert_path = node_dir / CUSTOM_CERT_FILE
+    key_path = node_dir / CUSTOM_KEY_FILE
+    with _locked(cert_dir):
+        key = _load_key(key_path)
+        cert = _load_cert(cert_path)
+        if key is not None and cert is not None and _custom_reusable(cert, key, identity):
+            return NodeCertificate(node=identity.name, cert=cert, cert_path=cert_path, key_path=key_path)
+        key = rsa.generate_private_key(public_exponent=65537, key_size=_NODE_KEY_BITS)
+        not_before = _now() - dt.timedelta(days=1)
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "PVE Simulator Custom Certificate"),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Proxmox Virtual Environment"),
+                x509.NameAttribute(NameOID.COMMON_NAME, identity.fqdn),
+            ]
+        )
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before)
+            .not_valid_after(not_before + dt.timedelta(days=_NODE_MAX_DAYS))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.SubjectAlternativeName(_expected_sans(identity)), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        _write_atomic(key_path, _key_pem(key), mode=0o600)
+        _write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    return NodeCertificate(node=identity.name, cert=cert, cert_path=cert_path, key_path=key_path)
+
+
+class NodeTls:
+    """The TLS side of one node listener: ``pve-ssl.pem``, or the custom certificate while swapped.
+
+    Args:
+        cert_dir: the certificate directory (where the custom certificate is kept).
+        identity: the node's names and address.
+        node_cert: the node's ``pve-ssl.pem``.
+        swapped: tells, at each handshake, whether the custom certificate is to be presented.
+    """
+
+    def __init__(
+        self, cert_dir: Path, identity: NodeIdentity, node_cert: NodeCertificate, swapped: Callable[[], bool]
+    ) -> None:
+        self.cert_dir = Path(cert_dir)
+        self.identity = identity
+        self.node_cert = node_cert
+        self._swapped = swapped
+        self._lock = threading.Lock()
+        self._custom: NodeCertificate | None = None
+        self._custom_context: ssl.SSLContext | None = None
+        self.context = server_ssl_context(node_cert)
+        self.context.sni_callback = self._select
+
+    @property
+    def swapped(self) -> bool:
+        """Whether handshakes present the custom certificate right now."""
+        return self._swapped()
+
+    def custom(self) -> NodeCertificate:
+        """The custom (swapped-in) certificate, created on first use."""
+        with self._lock:
+            if self._custom is None:
+                self._custom = ensure_custom_cert(self.cert_dir, self.identity)
+                self._custom_context = server_ssl_context(self._custom)
+            return self._custom
+
+    def presented(self) -> NodeCertificate:
+        """The certificate a handshake gets now."""
+        return self.custom() if self.swapped else self.node_cert
+
+    def _select(self, ssl_object: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext) -> None:
+        if self.swapped:
+            self.custom()
+            assert self._custom_context is not None
+            ssl_object.context = self._custom_context

@@ -12,9 +12,11 @@ override the file.  ``--user``/``--token`` add accounts (replacing ones with the
 ``--nodes`` replaces the node list, ``--audit``/``--tfa``/``--no-privsep``/``--offline`` adjust
 entries from either source.
 
-Once listening, the ready file (if requested) is written atomically and one line with the URL is
-printed to stdout.  Logs go to stderr and name user/token ids only, never passwords, tickets, CSRF
-tokens or token secrets.  The ready file is removed again on a clean shutdown.
+With several nodes every node listens on its own 127.x address on the same port
+(``--no-node-listeners``: only the first node, on ``--listen``).  Once listening, the ready file (if
+requested) is written atomically (with every node's URL under ``node_urls``) and one line with the URL
+(and the node URLs) is printed to stdout.  Logs go to stderr and name user/token ids only, never
+passwords, tickets, CSRF tokens or token secrets.  The ready file is removed again on a clean shutdown.
 """
 
 from __future__ import annotations
@@ -45,7 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--config", type=Path, metavar="FILE", help="JSON/YAML configuration file (flags override it)")
     add("--listen", metavar="ADDRESS", help="listen address, 127.x only (default 127.0.0.1)")
-    add("--port", type=int, help="API port; 0 picks a free port (default 0)")
+    add("--port", type=int, help="API port, the same on every node; 0 picks a free port (default 0)")
+    add(
+        "--node-listeners",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="one HTTPS listener per node on the node's own 127.x address (default: on with several nodes)",
+    )
     add("--control-port", type=int, metavar="PORT", help="also serve the plain-HTTP control API (0: free port)")
     add("--pve-version", metavar="VERSION", help="pve-manager version to imitate, e.g. 8.4.1 or 7.4-3")
     add("--repoid", metavar="HEX", help="override the repoid reported by /version")
@@ -103,6 +111,7 @@ def build_config(args: argparse.Namespace) -> SimulatorConfig:
     scalars = {
         "listen_address": args.listen,
         "port": args.port,
+        "node_listeners": args.node_listeners,
         "control_port": args.control_port,
         "pve_version": args.pve_version,
         "repoid": args.repoid,
@@ -166,7 +175,10 @@ async def _serve(config: SimulatorConfig, ready_file: Path | None) -> None:
         if ready_file is not None:
             sim.write_ready_file(ready_file)
         control = f" (control: {sim.control_url})" if sim.control_url else ""
-        print(f"pve-simulator listening on {sim.url}{control}", flush=True)
+        nodes = ""
+        if sim.per_node_listeners:
+            nodes = " nodes: " + ", ".join(f"{name}={url}" for name, url in sim.node_urls.items())
+        print(f"pve-simulator listening on {sim.url}{control}{nodes}", flush=True)
         await stop.wait()
         log.info("shutting down")
 

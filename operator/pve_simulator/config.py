@@ -206,8 +206,13 @@ class SimulatorConfig(BaseModel):
     """Everything that defines one simulated cluster.
 
     Attributes:
-        listen_address: where the API listener binds (127.x only).
-        port: API port; ``0`` picks a free port.
+        listen_address: where the API listener binds (127.x only) with one listener; the first node's
+            default address; the control listener's address.
+        port: API port; ``0`` picks a free port (with one listener per node: one port that is free on
+            every node address, as every PVE node serves its API on the same port 8006).
+        node_listeners: one HTTPS listener per node, each on the node's own address (``ip``), all on
+            the same port; ``False``: a single listener on ``listen_address`` answering as the first
+            node; ``None`` (default): one per node when the cluster has more than one node.
         control_port: port of the plain-HTTP control listener (``None``: no control listener,
             ``0``: pick a free port).
         pve_version: pve-manager version to imitate, e.g. ``8.4.1`` or ``7.4-3``.
@@ -215,7 +220,8 @@ class SimulatorConfig(BaseModel):
         cluster_name: the corosync cluster name; ``None`` means a standalone node.
         config_version: corosync config version reported by ``/cluster/status`` (default: the
             number of nodes, as after creating the cluster and joining the others).
-        nodes: the cluster's nodes; the first one answers on the listener.
+        nodes: the cluster's nodes; the first one answers on the single listener (and on
+            :attr:`url <pve_simulator.server.SimulatorServer.url>`).
         domain: DNS search domain; node FQDNs (certificate CN) are ``<name>.<domain>``.
         users, tokens: the accounts.
         auth_fail_delay: seconds a failed authentication is delayed (PVE: 3).
@@ -227,6 +233,7 @@ class SimulatorConfig(BaseModel):
 
     listen_address: ipaddress.IPv4Address = ipaddress.IPv4Address("127.0.0.1")
     port: int = Field(default=0, ge=0, le=65535)
+    node_listeners: bool | None = None
     control_port: int | None = Field(default=None, ge=0, le=65535)
     pve_version: str = "8.4.1"
     repoid: str | None = None
@@ -303,6 +310,11 @@ class SimulatorConfig(BaseModel):
     def flavour(self) -> Flavour:
         """The release behaviour derived from :attr:`pve_version`."""
         return parse_flavour(self.pve_version, self.repoid)
+
+    @property
+    def per_node_listeners(self) -> bool:
+        """Whether every node gets its own listener (:attr:`node_listeners`, resolved)."""
+        return self.node_listeners if self.node_listeners is not None else len(self.nodes) > 1
 
     @property
     def clustered(self) -> bool:

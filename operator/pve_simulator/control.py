@@ -2,11 +2,18 @@
 
 Endpoints (JSON in and out):
 
-* ``GET /state`` - version, cluster, nodes (with online state and fingerprint), faults, counters;
-* ``PUT /faults`` - partial update of :class:`~pve_simulator.faults.Faults`, e.g.
-  ``{"latency": 0.2, "refuse_logins": true, "force_status": 596}``; ``DELETE /faults`` resets;
-* ``PUT /nodes/<name>`` - ``{"online": false}`` takes a node out of the cluster membership;
-* ``POST /counters/reset`` - zero the request counters.
+* ``GET /state`` - version, cluster, node URLs, nodes (online state, listening state, fingerprints,
+  per-node faults and counters), cluster-wide faults, counters;
+* ``PUT /faults`` - partial update of the cluster-wide :class:`~pve_simulator.faults.Faults`, e.g.
+  ``{"latency": 0.2, "refuse_logins": true, "force_status": 503, "retry_after": 2, "reset": 1}``;
+  ``DELETE /faults`` removes every fault (cluster-wide and per node);
+* ``PUT /nodes/<name>/faults`` - the same for one node only; ``DELETE /nodes/<name>/faults`` resets it;
+* ``PUT /nodes/<name>`` - ``{"online": false}`` takes a node out of the cluster membership,
+  ``{"listening": false}`` stops its pveproxy (connections refused), ``true`` starts it again; both
+  keys may be given together;
+* ``GET /nodes/<name>/counters`` - the node's counters; with ``?window=SECONDS`` also
+  ``max_requests_in_window``, the most requests that arrived within any window that long;
+* ``POST /counters/reset`` - zero the request counters (cluster-wide and per node).
 
 Errors are ``400``/``404`` with ``{"error": "..."}``.  Nothing here is part of Proxmox VE; it exists so
 tests and demos can steer a simulator running in another process.
@@ -15,14 +22,19 @@ tests and demos can steer a simulator running in another process.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from pve_simulator.faults import FaultSet
 from pve_simulator.state import Simulation
 
-__all__ = ["build_control_app"]
+__all__ = ["SetListening", "build_control_app"]
+
+#: ``await set_listening(node, listening)``: stop or start a node's listener.
+SetListening = Callable[[str, bool], Awaitable[None]]
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -47,50 +59,121 @@ async def _read_object(request: web.Request) -> dict[str, Any]:
     return data
 
 
-def build_control_app(sim: Simulation, state: Callable[[], dict[str, Any]]) -> web.Application:
-    """The control application for ``sim``; ``state`` renders ``GET /state``."""
+class _Control:
+    """The handlers of the control application."""
 
-    async def get_state(request: web.Request) -> web.Response:
-        return _json(state())
+    def __init__(
+        self, sim: Simulation, state: Callable[[], dict[str, Any]], set_listening: SetListening | None
+    ) -> None:
+        self.sim = sim
+        self.state = state
+        self.set_listening = set_listening
 
-    async def put_faults(request: web.Request) -> web.Response:
-        changes = await _read_object(request)
+    async def get_state(self, request: web.Request) -> web.Response:
+        return _json(self.state())
+
+    def _update(self, faults: FaultSet, changes: dict[str, Any], what: str) -> web.Response:
         try:
-            sim.faults.update(changes)
+            faults.update(changes)
         except (ValueError, TypeError) as exc:
             return _error(400, str(exc))
-        sim.log.info("faults changed: %s", sim.faults.to_dict())
-        return _json(sim.faults.to_dict())
+        self.sim.log.info("%s faults changed: %s", what, faults.to_dict())
+        return _json(faults.to_dict())
 
-    async def delete_faults(request: web.Request) -> web.Response:
-        sim.faults.reset()
-        sim.log.info("faults reset")
-        return _json(sim.faults.to_dict())
+    async def put_faults(self, request: web.Request) -> web.Response:
+        return self._update(self.sim.faults, await _read_object(request), "cluster-wide")
 
-    async def put_node(request: web.Request) -> web.Response:
+    async def delete_faults(self, request: web.Request) -> web.Response:
+        self.sim.faults.reset()
+        self.sim.log.info("faults reset")
+        return _json(self.sim.faults.to_dict())
+
+    async def put_node_faults(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         changes = await _read_object(request)
-        if set(changes) - {"online"}:
-            return _error(400, "only 'online' can be changed")
-        online = changes.get("online")
-        if not isinstance(online, bool):
-            return _error(400, "'online' must be a boolean")
-        try:
-            sim.faults.set_node_online(name, online)
-        except KeyError:
+        if name not in self.sim.cluster.nodes:
             return _error(404, f"no such node '{name}'")
-        sim.log.info("node %s is now %s", name, "online" if online else "offline")
-        node = sim.cluster.node(name)
-        return _json({"name": node.name, "online": node.online})
+        return self._update(self.sim.faults.node(name), changes, f"node {name}")
 
-    async def reset_counters(request: web.Request) -> web.Response:
-        sim.counters.reset()
-        return _json(sim.counters.snapshot())
+    async def delete_node_faults(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in self.sim.cluster.nodes:
+            return _error(404, f"no such node '{name}'")
+        faults = self.sim.faults.node(name)
+        faults.reset()
+        self.sim.log.info("node %s faults reset", name)
+        return _json(faults.to_dict())
 
+    async def put_node(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        changes = await _read_object(request)
+        if not changes or set(changes) - {"online", "listening"}:
+            return _error(400, "only 'online' and 'listening' can be changed")
+        for key in ("online", "listening"):
+            if key in changes and not isinstance(changes[key], bool):
+                return _error(400, f"'{key}' must be a boolean")
+        if name not in self.sim.cluster.nodes:
+            return _error(404, f"no such node '{name}'")
+        listening = changes.get("listening")
+        if listening is not None:
+            if self.set_listening is None:
+                return _error(400, "listeners cannot be controlled here")
+            try:
+                await self.set_listening(name, listening)
+            except KeyError as exc:
+                return _error(400, str(exc.args[0]) if exc.args else "node has no listener")
+            except OSError as exc:
+                return _error(409, f"cannot listen: {exc}")
+        online = changes.get("online")
+        if online is not None:
+            self.sim.faults.set_node_online(name, online)
+            self.sim.log.info("node %s is now %s", name, "online" if online else "offline")
+        node = self.sim.cluster.node(name)
+        result: dict[str, Any] = {"name": node.name, "online": node.online}
+        if listening is not None:
+            result["listening"] = listening
+        return _json(result)
+
+    async def get_node_counters(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        counters = self.sim.node_counters.get(name)
+        if counters is None:
+            return _error(404, f"no such node '{name}'")
+        result = counters.snapshot()
+        window = request.query.get("window")
+        if window is not None:
+            try:
+                seconds = float(window)
+            except ValueError:
+                seconds = math.nan
+            if not seconds > 0 or math.isinf(seconds):
+                return _error(400, "window must be a number of seconds > 0")
+            result["max_requests_in_window"] = counters.max_requests_in_any_window(seconds)
+        return _json(result)
+
+    async def reset_counters(self, request: web.Request) -> web.Response:
+        self.sim.counters.reset()
+        for counters in self.sim.node_counters.values():
+            counters.reset()
+        return _json(self.sim.counters.snapshot())
+
+
+def build_control_app(
+    sim: Simulation, state: Callable[[], dict[str, Any]], set_listening: SetListening | None = None
+) -> web.Application:
+    """The control application for ``sim``; ``state`` renders ``GET /state``.
+
+    ``set_listening`` stops/starts node listeners (``PUT /nodes/<name>`` with ``listening``); without
+    it that key is rejected.
+    """
+    control = _Control(sim, state, set_listening)
     app = web.Application()
-    app.router.add_get("/state", get_state)
-    app.router.add_put("/faults", put_faults)
-    app.router.add_delete("/faults", delete_faults)
-    app.router.add_put("/nodes/{name}", put_node)
-    app.router.add_post("/counters/reset", reset_counters)
+    app.router.add_get("/state", control.get_state)
+    app.router.add_put("/faults", control.put_faults)
+    app.router.add_delete("/faults", control.delete_faults)
+    app.router.add_put("/nodes/{name}", control.put_node)
+    app.router.add_put("/nodes/{name}/faults", control.put_node_faults)
+    app.router.add_delete("/nodes/{name}/faults", control.delete_node_faults)
+    app.router.add_get("/nodes/{name}/counters", control.get_node_counters)
+    app.router.add_post("/counters/reset", control.reset_counters)
     return app

@@ -21,6 +21,13 @@ Differences modelled (each with its source):
 * ``cap.mapping`` and the ``Mapping.*``/``SDN.Use`` privileges from PVE 8.0 (pve-access-control
   ``src/PVE/RPCEnvironment.pm`` ``compute_api_permission``; commit "add privileges and paths for
   cluster resource mapping").
+* ``GET /access/permissions`` (pve-access-control ``src/PVE/API2/AccessControl.pm``, ``permissions``;
+  ``src/PVE/RPCEnvironment.pm``, ``get_effective_permissions``): a user may read the permissions of
+  tokens they own without ``Sys.Audit`` on ``/access`` from libpve-access-control 8.2.0 (commit "api:
+  permissions: allow users to check their own tokens", 2024-11, shipped with PVE 8.3); the default
+  paths gained ``/sdn`` in libpve-access-control 7.1-6 (2022-01, shipped with PVE 7.2) and had a bogus
+  ``/pools`` instead of ``/pool`` until 8.0.6 (commit "perms: fix wrong /pools entry in default set of
+  ACL paths", 2023-11, shipped with PVE 8.1).
 * The login ``new-format`` parameter: defaulted to 0 in PVE 7 (half-logged-in TFA tickets carry
   ``tfa!<user>``), ignored and assumed 1 from PVE 8 (pve-access-control commit "drop support for old
   login API").
@@ -98,6 +105,20 @@ class Flavour:
     def has_mapping(self) -> bool:
         """Whether the ``mapping`` capability group and ``Mapping.*`` privileges exist (>= 8.0)."""
         return self.major >= 8
+
+    @property
+    def permissions_owned_tokens(self) -> bool:
+        """Whether users may read their own tokens' permissions without ``Sys.Audit`` (>= 8.3)."""
+        return self._triple >= (8, 3, 0)
+
+    @property
+    def effective_permission_paths(self) -> tuple[str, ...]:
+        """The default paths ``GET /access/permissions`` reports (``get_effective_permissions``)."""
+        pool = "/pool" if (self.major, self.minor) >= (8, 1) else "/pools"
+        paths = ["/", "/access", "/access/groups", "/nodes", pool, "/storage", "/vms"]
+        if (self.major, self.minor) >= (7, 2):
+            paths.append("/sdn")
+        return tuple(sorted(paths))
 
     @property
     def login_new_format_default(self) -> bool:

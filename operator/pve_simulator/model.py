@@ -10,8 +10,8 @@ What is modelled, and where PVE keeps it:
 * users and tokens with their privileges on ``/``: ``user.cfg``/``token.cfg`` (pve-access-control
   ``src/PVE/AccessControl.pm``), evaluated as described in :mod:`pve_simulator.privileges`.
 
-The model is shared by every listener; the first version runs one listener answering as the first
-node, later versions can run one per node against the same :class:`Cluster`.
+The model is shared by every listener: one per node (each answering as its node) or a single one
+answering as the first node, all against the same :class:`Cluster`.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ class Cluster:
 
     @property
     def local(self) -> Node:
-        """The node the (first) listener answers as."""
+        """The first node (the one a single listener answers as)."""
         return next(iter(self.nodes.values()))
 
     def __iter__(self) -> Iterator[Node]:

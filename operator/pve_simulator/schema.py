@@ -9,6 +9,7 @@ Every API method in PVE declares its parameters with ``additionalProperties => 0
 * ``missing property required by '<other>'``
 * ``type check ('<type>') failed - got <REF>|'<value>'`` (booleans accept only 0/1 and JSON booleans)
 * ``invalid format - <validator message>``
+* ``value does not match the regex pattern`` (the pattern anchored at both ends)
 * ``value may only be <n> characters long``
 
 Several errors for one key are joined with a literal backslash-n (Perl ``join('\\n', ...)``).
@@ -17,6 +18,7 @@ A failed validation raises ``400 Parameter verification failed.`` with these ``e
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -31,13 +33,14 @@ Params = dict[str, object]
 
 @dataclass(frozen=True)
 class Param:
-    """One parameter: its type, optionality, length limit, format validator and dependency."""
+    """One parameter: its type, optionality, length limit, format validator, pattern and dependency."""
 
     type: Literal["string", "boolean"] = "string"
     optional: bool = False
     max_length: int | None = None
     format: Callable[[str], None] | None = None
     requires: str | None = None
+    pattern: re.Pattern[str] | None = None
 
 
 Schema = Mapping[str, Param]
@@ -87,6 +90,9 @@ def _check(key: str, value: object, param: Param, errors: dict[str, str]) -> obj
         except ValueError as exc:
             _add_error(errors, key, f"invalid format - {exc}")
             return None
+    if param.pattern is not None and not param.pattern.fullmatch(text):
+        _add_error(errors, key, "value does not match the regex pattern")
+        return None
     if param.max_length is not None and len(text) > param.max_length:
         _add_error(errors, key, f"value may only be {param.max_length} characters long")
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
 from collections.abc import Callable
@@ -63,6 +64,26 @@ def make_config(cert_dir: Path | None, **overrides: Any) -> SimulatorConfig:
 def client_for(server: SimulatorServer, **kwargs: Any) -> httpx.AsyncClient:
     """An HTTPS client that trusts only the simulator's CA, based at ``/api2/json``."""
     return httpx.AsyncClient(base_url=server.url + API, verify=client_ssl_context(server.ca_path), **kwargs)
+
+
+def node_client(server: SimulatorServer, node: str, **kwargs: Any) -> httpx.AsyncClient:
+    """Like :func:`client_for`, for one node's own listener (``https://127.0.0.N:<port>/api2/json``)."""
+    return httpx.AsyncClient(base_url=server.node_url(node) + API, verify=client_ssl_context(server.ca_path), **kwargs)
+
+
+def node_host(server: SimulatorServer, node: str) -> str:
+    """The address node ``node`` listens on."""
+    return server.cluster.node(node).ip
+
+
+async def wait_for(condition: Callable[[], bool], what: str, deadline: float = 10.0) -> None:
+    """Poll ``condition`` until it holds (fails the test after ``deadline`` seconds, a generous bound)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    while not condition():
+        if loop.time() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
 
 
 async def login(http: httpx.AsyncClient, username: str = "root@pam", password: str = ROOT_PASSWORD) -> dict[str, Any]:

@@ -83,7 +83,15 @@ async def test_cli_subprocess_lifecycle(cert_dir: Path, tmp_path: Path) -> None:
         assert Path(ready["ca_path"]) == cert_dir / "pve-root-ca.pem"
         assert set(ready["fingerprints"]) == {"pve1", "pve2", "pve3"}
         assert ready["control_url"].startswith("http://127.0.0.1:")
+        port = ready["port"]
+        assert ready["node_urls"] == {f"pve{i}": f"https://127.0.0.{i}:{port}" for i in (1, 2, 3)}
+        assert all(url in line for url in ready["node_urls"].values())
         ticket, csrf = await _exercise(ready)
+        async with httpx.AsyncClient(verify=client_ssl_context(ready["ca_path"])) as http:
+            pve3 = await http.get(
+                f"{ready['node_urls']['pve3']}{API}/nodes", headers={"Cookie": f"PVEAuthCookie={ticket}"}
+            )
+            assert pve3.status_code == 200
         async with httpx.AsyncClient(base_url=ready["control_url"]) as control:
             assert (await control.get("/state")).json()["counters"]["login_attempts"] == 2
     finally:
@@ -176,9 +184,13 @@ def test_build_config_merges_file_and_flags(tmp_path: Path) -> None:
             "--tfa", "mon@pve",
             "--no-privsep", "mon@pve!tk",
             "--offline", "b",
+            "--no-node-listeners",
         ]
     )  # fmt: skip
     config = build_config(args)
+    assert config.node_listeners is False
+    assert not config.per_node_listeners
+    assert build_config(parse_args(["--nodes", "a"])).node_listeners is None
     assert config.pve_version == "9.0.4"
     assert config.cluster_name == "lab"
     assert [(n.name, n.online, n.level) for n in config.nodes] == [("a", True, ""), ("b", False, "c")]

@@ -55,7 +55,18 @@ def test_invalid_fault_updates_are_rejected(sim: SimulatorServer) -> None:
     for bad in ({"bogus": 1}, {"latency": -1}, {"force_status": "500"}, {"refuse_logins": 1}):
         with pytest.raises((ValueError, TypeError)):
             sim.faults.update(bad)
-    assert sim.faults.to_dict() == {"latency": 0.0, "refuse_logins": False, "force_status": None, "force_reason": None}
+    assert sim.faults.to_dict() == {
+        "latency": 0.0,
+        "refuse_logins": False,
+        "force_status": None,
+        "force_reason": None,
+        # added with per-node faults; still all off
+        "force_count": None,
+        "retry_after": None,
+        "reset": False,
+        "hang": False,
+        "swap_certificate": False,
+    }
 
 
 async def test_node_offline_in_process(sim: SimulatorServer, client: httpx.AsyncClient) -> None:
