@@ -79,3 +79,12 @@ class PVE:
 
     def logins(self) -> int:
         return self.server.counters.login_attempts
+
+    def node_url(self, node: str) -> str:
+        """Every node listens on its own loopback address (127.0.0.1, .2, .3) on the same port."""
+        return self.server.node_url(node)
+
+    def set_listening(self, node: str, listening: bool) -> None:
+        """Stop or start one node's pveproxy (the node stays a cluster member)."""
+        assert self._thread is not None
+        self._thread.set_node_listening(node, listening)

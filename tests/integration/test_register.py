@@ -153,6 +153,31 @@ def test_nothing_listening_is_unreachable(
             {"endpoint": "https://127.0.0.1:8006", "credentialsRef": {"name": "x"}, "tls": {"caBundle": "hello"}},
             "caBundle",
         ),
+        (
+            {"endpoint": "https://127.0.0.1:8006", "credentialsRef": {"name": "x"}, "tls": {"fingerprints": ["AA:BB"]}},
+            "fingerprints",
+        ),
+        (
+            {"endpoint": "https://a:8006", "endpoints": ["https://b:8006"], "credentialsRef": {"name": "x"}},
+            "exactly one of endpoint or endpoints",
+        ),
+        ({"endpoints": ["https://a:8006", "http://b:8006"], "credentialsRef": {"name": "x"}}, "endpoints"),
+        (
+            {
+                "endpoint": "https://127.0.0.1:8006",
+                "credentialsRef": {"name": "x"},
+                "tls": {"insecureSkipVerify": True, "fingerprints": [":".join(["AB"] * 32)]},
+            },
+            "insecureSkipVerify",
+        ),
+        (
+            {
+                "endpoint": "https://127.0.0.1:8006",
+                "credentialsRef": {"name": "x"},
+                "healthCheck": {"intervalSeconds": 5},
+            },
+            "intervalSeconds",
+        ),
     ],
 )
 def test_invalid_specs_are_rejected_at_admission(

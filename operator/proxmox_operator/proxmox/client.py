@@ -424,7 +424,12 @@ class ProxmoxClient:
         )
 
     def _tls_message(self, url: str, problem: ssl.SSLError) -> str:
-        detail = getattr(problem, "verify_message", None) or problem.reason or str(problem) or type(problem).__name__
+        detail = (
+            getattr(problem, "verify_message", None)
+            or getattr(problem, "reason", None)
+            or str(problem)
+            or type(problem).__name__
+        )
         if isinstance(problem, ssl.SSLCertVerificationError):
             if self.trust.fingerprints:
                 hint = "pin this node's certificate in spec.tls.fingerprints or trust its CA in spec.tls.caBundle"

@@ -20,8 +20,20 @@ import httpx
 from proxmox_operator.proxmox.tls import fingerprint_of, unverified_context
 
 
-class FingerprintMismatch(ssl.SSLCertVerificationError):
-    """The chain check failed and the certificate's fingerprint is not pinned either."""
+class FingerprintMismatch(httpcore.ConnectError, ssl.SSLCertVerificationError):
+    """The chain check failed and the certificate's fingerprint is not pinned either.
+
+    Both an httpcore connect error (so httpx maps it like any failed connection) and a certificate verification
+    error (so it reads as a TLS failure): httpcore's pool re-raises with ``from None``, which would drop a
+    ``__cause__``, so the type itself carries the meaning.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class _PinningStream(httpcore.AsyncNetworkStream):
@@ -65,7 +77,7 @@ class _PinningStream(httpcore.AsyncNetworkStream):
         presented = fingerprint_of(der) if der else "none"
         if presented not in self._backend.pins:
             await stream.aclose()
-            raise httpcore.ConnectError("certificate fingerprint not pinned") from FingerprintMismatch(
+            raise FingerprintMismatch(
                 f"the certificate is not signed by a trusted CA and its fingerprint {presented} is not in "
                 "spec.tls.fingerprints"
             )
