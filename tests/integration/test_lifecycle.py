@@ -132,6 +132,38 @@ def test_discovered_endpoints_let_a_restarted_operator_reach_the_cluster(
     )
 
 
+def test_cross_namespace_secret_is_used_when_the_operator_allows_it(
+    cluster: Cluster, operator_kubeconfig: Path, life_namespace: str, pve: PVE, tmp_path: Path
+) -> None:
+    vault = f"{LIFE_NS_PREFIX}vault-{secrets.token_hex(3)}"
+    cluster.kubectl("create", "namespace", vault)
+    op = OperatorProcess(
+        operator_kubeconfig,
+        tmp_path / "operator.log",
+        # A namespace-restricted operator watches Secrets only where it serves: name the Secret's namespace too.
+        [*OPERATOR_ARGS, "--namespace", life_namespace, "--namespace", vault, "--allow-cross-namespace-secrets"],
+    )
+    op.start()
+    try:
+        manifest = pxc_manifest("lab", life_namespace, endpoint=pve.url, secret="token", ca_pem=pve.ca_pem)
+        manifest["spec"]["credentialsRef"]["namespace"] = vault
+        apply(
+            cluster, secret_manifest("token", vault, {"tokenId": TOKEN_ID, "tokenSecret": pve.token_secret}), manifest
+        )
+        wait_condition(cluster, life_namespace, "lab", "True", "Registered")
+        # The Secret in the other namespace is watched like any other.
+        apply(
+            cluster,
+            secret_manifest(
+                "token", vault, {"tokenId": TOKEN_ID, "tokenSecret": "0" * 8 + "-0000-0000-0000-" + "0" * 12}
+            ),
+        )
+        wait_condition(cluster, life_namespace, "lab", "False", "AuthenticationFailed", timeout=20)
+    finally:
+        op.stop()
+        cluster.kubectl("delete", "namespace", vault, "--wait=false", check=False)
+
+
 def _accepts(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(1)
