@@ -13,7 +13,7 @@ import asyncio
 import base64
 import binascii
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import kopf
@@ -49,34 +49,25 @@ class KubeClient:
         self._api.close()  # type: ignore[no-untyped-call]
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
-        try:
-            secret = await asyncio.to_thread(
-                self._core.read_namespaced_secret, name, namespace, _request_timeout=REQUEST_TIMEOUT
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            if exc.status == 403:
-                raise SecretForbidden from None
-            raise KubeUnavailable(f"reading Secret {namespace}/{name} failed with HTTP {exc.status}") from None
-        except HTTPError as exc:
-            raise KubeUnavailable(f"reading Secret {namespace}/{name} failed: {type(exc).__name__}") from None
-        return _decode(secret.data or {})
+        secret = await self._read("Secret", self._core.read_namespaced_secret, namespace, name)
+        return None if secret is None else _decode(secret.data or {})
 
     async def read_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
+        cm = await self._read("ConfigMap", self._core.read_namespaced_config_map, namespace, name)
+        return None if cm is None else dict(cm.data or {})
+
+    async def _read(self, kind: str, read: Callable[..., Any], namespace: str, name: str) -> Any:
+        """GET one object: None when it does not exist; SecretForbidden on 403; KubeUnavailable otherwise."""
         try:
-            cm = await asyncio.to_thread(
-                self._core.read_namespaced_config_map, name, namespace, _request_timeout=REQUEST_TIMEOUT
-            )
+            return await asyncio.to_thread(read, name, namespace, _request_timeout=REQUEST_TIMEOUT)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             if exc.status == 403:
                 raise SecretForbidden from None
-            raise KubeUnavailable(f"reading ConfigMap {namespace}/{name} failed with HTTP {exc.status}") from None
+            raise KubeUnavailable(f"reading {kind} {namespace}/{name} failed with HTTP {exc.status}") from None
         except HTTPError as exc:
-            raise KubeUnavailable(f"reading ConfigMap {namespace}/{name} failed: {type(exc).__name__}") from None
-        return dict(cm.data or {})
+            raise KubeUnavailable(f"reading {kind} {namespace}/{name} failed: {type(exc).__name__}") from None
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         try:

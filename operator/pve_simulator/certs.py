@@ -258,19 +258,22 @@ def _san_key(names: Sequence[x509.GeneralName]) -> frozenset[str]:
     return frozenset(f"{type(name).__name__}:{name.value}" for name in names)
 
 
-def _issued_by(cert: x509.Certificate, ca: CertificateAuthority) -> bool:
-    if cert.issuer != ca.cert.subject:
-        return False
+def _signed_with(cert: x509.Certificate, key: rsa.RSAPrivateKey) -> bool:
+    """Whether ``cert``'s signature verifies with ``key``'s public half."""
     try:
-        ca.key.public_key().verify(
+        key.public_key().verify(
             cert.signature,
             cert.tbs_certificate_bytes,
             padding.PKCS1v15(),
             cert.signature_hash_algorithm or hashes.SHA256(),
         )
-    except Exception:  # noqa: BLE001 - any verification failure means "not ours"
+    except Exception:  # noqa: BLE001 - any verification failure means "not signed with it"
         return False
     return True
+
+
+def _issued_by(cert: x509.Certificate, ca: CertificateAuthority) -> bool:
+    return cert.issuer == ca.cert.subject and _signed_with(cert, ca.key)
 
 
 def _reusable(cert: x509.Certificate, key: rsa.RSAPrivateKey, ca: CertificateAuthority, identity: NodeIdentity) -> bool:
@@ -374,18 +377,7 @@ def client_ssl_context(ca_path: Path | str) -> ssl.SSLContext:
 
 
 def _self_signed(cert: x509.Certificate, key: rsa.RSAPrivateKey) -> bool:
-    if cert.issuer != cert.subject or cert.public_key() != key.public_key():
-        return False
-    try:
-        key.public_key().verify(
-            cert.signature,
-            cert.tbs_certificate_bytes,
-            padding.PKCS1v15(),
-            cert.signature_hash_algorithm or hashes.SHA256(),
-        )
-    except Exception:  # noqa: BLE001 - any verification failure means "not reusable"
-        return False
-    return True
+    return cert.issuer == cert.subject and cert.public_key() == key.public_key() and _signed_with(cert, key)
 
 
 def _custom_reusable(cert: x509.Certificate, key: rsa.RSAPrivateKey, identity: NodeIdentity) -> bool:

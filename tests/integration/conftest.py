@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from tests.integration.kube import LOCAL_CONTEXT, ROOT, Cluster, wait_for
-from tests.integration.pve import PVE
+from tests.integration.pve import PVE, TOKEN_ID
 
 pytestmark = pytest.mark.integration
 
@@ -178,12 +178,17 @@ def operator(
     assert code == 0, f"operator exited with {code}:\n{op.log()[-5000:]}"
 
 
-@pytest.fixture
-def namespace(cluster: Cluster, crd: str) -> Iterator[str]:
-    name = f"{TEST_NS_PREFIX}{secrets.token_hex(4)}"
+def scratch_namespace(cluster: Cluster, prefix: str) -> Iterator[str]:
+    """A fresh namespace for one test, deleted (without waiting) afterwards."""
+    name = f"{prefix}{secrets.token_hex(4)}"
     cluster.kubectl("create", "namespace", name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, crd: str) -> Iterator[str]:
+    yield from scratch_namespace(cluster, TEST_NS_PREFIX)
 
 
 def secret_manifest(name: str, namespace: str, data: dict[str, str]) -> dict[str, Any]:
@@ -225,6 +230,24 @@ def pxc_manifest(
     if annotations:
         metadata["annotations"] = annotations
     return {"apiVersion": "proxmox-operator.dev/v1alpha1", "kind": "ProxmoxCluster", "metadata": metadata, "spec": spec}
+
+
+def token_secret(
+    namespace: str, pve: PVE, name: str = "token", token_id: str = TOKEN_ID, secret: str | None = None
+) -> dict[str, Any]:
+    """A Secret with an API token of the simulator (its first token unless told otherwise)."""
+    return secret_manifest(name, namespace, {"tokenId": token_id, "tokenSecret": secret or pve.token_secret})
+
+
+def register(
+    cluster: Cluster, namespace: str, pve: PVE, *, name: str = "lab", extra: dict[str, Any] | None = None
+) -> None:
+    """Apply the token Secret and a ProxmoxCluster for the simulator's first node, trusting its CA."""
+    apply(
+        cluster,
+        token_secret(namespace, pve),
+        pxc_manifest(name, namespace, endpoint=pve.url, secret="token", ca_pem=pve.ca_pem, extra=extra),
+    )
 
 
 def apply(cluster: Cluster, *objs: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess[str]:

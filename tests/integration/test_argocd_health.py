@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.conftest import OperatorProcess, apply, pxc_manifest, secret_manifest
+from tests.integration.conftest import OperatorProcess, apply, pxc_manifest, register, secret_manifest
 from tests.integration.kube import ROOT, Cluster, condition, get_pxc, kubectl_binary, wait_condition, wait_for
 from tests.integration.pve import PVE, TOKEN_ID, USER
 from tests.unit.test_argocd_health import ARGOCD_CM_KEY, HEALTH_LUA, README, Health, evaluate
@@ -43,11 +43,7 @@ def write(cluster: Cluster, verb: str, obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_a_ready_resource_is_healthy(cluster: Cluster, operator: OperatorProcess, namespace: str, pve: PVE) -> None:
-    apply(
-        cluster,
-        token_secret(namespace, pve),
-        pxc_manifest("lab", namespace, endpoint=pve.url, secret="token", ca_pem=pve.ca_pem),
-    )
+    register(cluster, namespace, pve)
     obj = wait_condition(cluster, namespace, "lab", "True", "Registered")
     assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
     ready = condition(obj)

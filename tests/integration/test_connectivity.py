@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.conftest import OperatorProcess, apply, pxc_manifest, secret_manifest
+from tests.integration.conftest import OperatorProcess, apply, pxc_manifest, register, secret_manifest
 from tests.integration.kube import Cluster, condition, get_pxc, wait_condition, wait_for
 from tests.integration.pve import PVE, TOKEN_ID, USER
 
@@ -41,11 +41,7 @@ def test_failover_when_the_active_node_stops_and_return_when_it_is_back(
 def test_a_discovered_node_takes_over_when_the_only_configured_one_stops(
     cluster: Cluster, operator: OperatorProcess, namespace: str, pve: PVE
 ) -> None:
-    apply(
-        cluster,
-        secret_manifest("token", namespace, {"tokenId": TOKEN_ID, "tokenSecret": pve.token_secret}),
-        pxc_manifest("lab", namespace, endpoint=pve.url, secret="token", ca_pem=pve.ca_pem, extra=FAST),
-    )
+    register(cluster, namespace, pve, extra=FAST)
     obj = wait_condition(cluster, namespace, "lab", "True")
     assert obj["status"]["endpoints"] == [pve.node_url("pve2"), pve.node_url("pve3")]
     assert all(u.startswith("https://127.") for u in obj["status"]["endpoints"]), "loopback only"

@@ -23,6 +23,8 @@ from tests.integration.conftest import (
     OperatorProcess,
     apply,
     pxc_manifest,
+    register,
+    scratch_namespace,
     secret_manifest,
 )
 from tests.integration.kube import ROOT, Cluster, event_reasons, get_pxc, wait_condition, wait_for
@@ -35,10 +37,7 @@ FAST = {"healthCheck": {"intervalSeconds": 10}}
 
 @pytest.fixture
 def life_namespace(cluster: Cluster, crd: str) -> Iterator[str]:
-    name = f"{LIFE_NS_PREFIX}{secrets.token_hex(4)}"
-    cluster.kubectl("create", "namespace", name)
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    yield from scratch_namespace(cluster, LIFE_NS_PREFIX)
 
 
 @pytest.fixture
@@ -51,19 +50,11 @@ def own_operator(operator_kubeconfig: Path, life_namespace: str, tmp_path: Path)
     op.stop()
 
 
-def registered(cluster: Cluster, ns: str, pve: PVE) -> None:
-    apply(
-        cluster,
-        secret_manifest("token", ns, {"tokenId": TOKEN_ID, "tokenSecret": pve.token_secret}),
-        pxc_manifest("lab", ns, endpoint=pve.url, secret="token", ca_pem=pve.ca_pem, extra=FAST),
-    )
-
-
 def test_sigkill_mid_round_converges_without_an_event_storm(
     cluster: Cluster, own_operator: OperatorProcess, life_namespace: str, pve: PVE
 ) -> None:
     pve.server.faults.update({"latency": 2.0})  # every request is slow: a round is in flight for seconds
-    registered(cluster, life_namespace, pve)
+    register(cluster, life_namespace, pve, extra=FAST)
     wait_for(lambda: pve.server.counters.total > 0, timeout=30, what="the first request of a round")
     own_operator.stop(signal.SIGKILL)
     pve.server.faults.update({"latency": 0.0})
@@ -78,7 +69,7 @@ def test_sigkill_mid_round_converges_without_an_event_storm(
 def test_resource_deleted_while_the_operator_is_down_is_released_at_start(
     cluster: Cluster, own_operator: OperatorProcess, life_namespace: str, pve: PVE
 ) -> None:
-    registered(cluster, life_namespace, pve)
+    register(cluster, life_namespace, pve, extra=FAST)
     wait_condition(cluster, life_namespace, "lab", "True")
     assert own_operator.stop() == 0
     cluster.kubectl("delete", "pxc", "lab", "-n", life_namespace, "--wait=false")
@@ -91,7 +82,7 @@ def test_resource_deleted_while_the_operator_is_down_is_released_at_start(
 def test_discovered_endpoints_and_status_survive_an_operator_restart(
     cluster: Cluster, own_operator: OperatorProcess, life_namespace: str, pve: PVE
 ) -> None:
-    registered(cluster, life_namespace, pve)
+    register(cluster, life_namespace, pve, extra=FAST)
     before = wait_condition(cluster, life_namespace, "lab", "True")
     own_operator.stop()
     own_operator.start()
@@ -114,7 +105,7 @@ def test_discovered_endpoints_and_status_survive_an_operator_restart(
 def test_discovered_endpoints_let_a_restarted_operator_reach_the_cluster(
     cluster: Cluster, own_operator: OperatorProcess, life_namespace: str, pve: PVE
 ) -> None:
-    registered(cluster, life_namespace, pve)
+    register(cluster, life_namespace, pve, extra=FAST)
     obj = wait_condition(cluster, life_namespace, "lab", "True")
     assert obj["status"]["endpoints"] == [pve.node_url("pve2"), pve.node_url("pve3")]
     assert own_operator.stop() == 0
@@ -189,7 +180,7 @@ def test_kube_apiserver_restart_resumes_watches_and_status_updates(
     cluster: Cluster, own_operator: OperatorProcess, life_namespace: str, pve: PVE
 ) -> None:
     env = _local_cluster_env(cluster)
-    registered(cluster, life_namespace, pve)
+    register(cluster, life_namespace, pve, extra=FAST)
     before = wait_condition(cluster, life_namespace, "lab", "True")
     state = Path(
         subprocess.run(

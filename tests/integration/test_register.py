@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import OperatorProcess, apply, pxc_manifest, secret_manifest
+from tests.integration.conftest import OperatorProcess, apply, pxc_manifest, register, secret_manifest
 from tests.integration.kube import Cluster, condition, events, get_pxc, wait_condition, wait_for
 from tests.integration.pve import PVE, TOKEN_ID, USER
 
@@ -49,11 +49,7 @@ def test_password_login_goes_ready_with_version_and_node_count(
 
 
 def test_api_token_goes_ready(cluster: Cluster, operator: OperatorProcess, namespace: str, pve: PVE) -> None:
-    apply(
-        cluster,
-        secret_manifest("token", namespace, {"tokenId": TOKEN_ID, "tokenSecret": pve.token_secret}),
-        pxc_manifest("lab", namespace, endpoint=pve.url, secret="token", ca_pem=pve.ca_pem),
-    )
+    register(cluster, namespace, pve)
     obj = wait_condition(cluster, namespace, "lab", "True", "Registered")
     assert obj["status"]["nodeCount"] == len(pve.nodes)
     assert "(token)" in condition(obj)["message"]  # type: ignore[index]
@@ -199,11 +195,7 @@ def test_invalid_specs_are_rejected_at_admission(
 def test_delete_removes_finalizer_and_object(
     cluster: Cluster, operator: OperatorProcess, namespace: str, pve: PVE
 ) -> None:
-    apply(
-        cluster,
-        secret_manifest("token", namespace, {"tokenId": TOKEN_ID, "tokenSecret": pve.token_secret}),
-        pxc_manifest("lab", namespace, endpoint=pve.url, secret="token", ca_pem=pve.ca_pem),
-    )
+    register(cluster, namespace, pve)
     wait_condition(cluster, namespace, "lab", "True")
     cluster.kubectl("delete", "pxc", "lab", "-n", namespace, "--wait=true", "--timeout=30s")
     assert get_pxc(cluster, namespace, "lab") is None
@@ -217,11 +209,7 @@ def test_delete_removes_finalizer_and_object(
 def test_delete_completes_with_proxmox_down_and_secret_gone(
     cluster: Cluster, operator: OperatorProcess, namespace: str, pve: PVE
 ) -> None:
-    apply(
-        cluster,
-        secret_manifest("token", namespace, {"tokenId": TOKEN_ID, "tokenSecret": pve.token_secret}),
-        pxc_manifest("lab", namespace, endpoint=pve.url, secret="token", ca_pem=pve.ca_pem),
-    )
+    register(cluster, namespace, pve)
     wait_condition(cluster, namespace, "lab", "True")
     pve.stop()
     cluster.kubectl("delete", "secret", "token", "-n", namespace)
@@ -230,11 +218,7 @@ def test_delete_completes_with_proxmox_down_and_secret_gone(
 
 
 def test_kubectl_get_shows_the_columns(cluster: Cluster, operator: OperatorProcess, namespace: str, pve: PVE) -> None:
-    apply(
-        cluster,
-        secret_manifest("token", namespace, {"tokenId": TOKEN_ID, "tokenSecret": pve.token_secret}),
-        pxc_manifest("lab", namespace, endpoint=pve.url, secret="token", ca_pem=pve.ca_pem),
-    )
+    register(cluster, namespace, pve)
     wait_condition(cluster, namespace, "lab", "True")
     plain = cluster.kubectl("get", "pxc", "-n", namespace).stdout.splitlines()
     assert plain[0].split() == ["NAME", "ENDPOINT", "VERSION", "NODES", "QUORATE", "READY", "AGE"]

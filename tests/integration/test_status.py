@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest import OperatorProcess, apply, pxc_manifest, secret_manifest
+from tests.integration.conftest import OperatorProcess, apply, pxc_manifest, register, secret_manifest, token_secret
 from tests.integration.kube import Cluster, condition, event_reasons, events, get_pxc, wait_condition, wait_for
 from tests.integration.pve import BARE_TOKEN_ID, PVE, ROTATED_TOKEN_ID, TOKEN_ID
 
@@ -19,18 +19,10 @@ pytestmark = pytest.mark.integration
 FAST = {"healthCheck": {"intervalSeconds": 10}}
 
 
-def token_secret(namespace: str, pve: PVE, name: str = "token", token_id: str = TOKEN_ID, secret: str | None = None):  # type: ignore[no-untyped-def]
-    return secret_manifest(name, namespace, {"tokenId": token_id, "tokenSecret": secret or pve.token_secret})
-
-
 def test_ready_status_carries_cluster_facts_and_every_condition(
     cluster: Cluster, operator: OperatorProcess, namespace: str, pve: PVE
 ) -> None:
-    apply(
-        cluster,
-        token_secret(namespace, pve),
-        pxc_manifest("lab", namespace, endpoint=pve.url, secret="token", ca_pem=pve.ca_pem),
-    )
+    register(cluster, namespace, pve)
     obj = wait_condition(cluster, namespace, "lab", "True", "Registered")
     status = obj["status"]
     assert status["clusterName"] == pve.cluster_name
@@ -128,11 +120,7 @@ def test_ca_bundle_from_a_configmap_or_secret_is_watched(
 def test_rotated_token_is_picked_up_within_seconds(
     cluster: Cluster, operator: OperatorProcess, namespace: str, pve: PVE
 ) -> None:
-    apply(
-        cluster,
-        token_secret(namespace, pve),
-        pxc_manifest("lab", namespace, endpoint=pve.url, secret="token", ca_pem=pve.ca_pem),
-    )
+    register(cluster, namespace, pve)
     wait_condition(cluster, namespace, "lab", "True", "Registered")
     # Rotate to a revoked value: the old session must not be used any more.
     apply(cluster, token_secret(namespace, pve, secret="11111111-2222-3333-4444-555555555555"))
@@ -149,11 +137,7 @@ def test_rotated_token_is_picked_up_within_seconds(
 def test_deleted_secret_is_secret_not_found_and_recovers(
     cluster: Cluster, operator: OperatorProcess, namespace: str, pve: PVE
 ) -> None:
-    apply(
-        cluster,
-        token_secret(namespace, pve),
-        pxc_manifest("lab", namespace, endpoint=pve.url, secret="token", ca_pem=pve.ca_pem),
-    )
+    register(cluster, namespace, pve)
     wait_condition(cluster, namespace, "lab", "True")
     cluster.kubectl("delete", "secret", "token", "-n", namespace)
     wait_condition(cluster, namespace, "lab", "False", "SecretNotFound", timeout=20)
@@ -164,11 +148,7 @@ def test_deleted_secret_is_secret_not_found_and_recovers(
 def test_proxmox_down_then_back_flips_ready_within_an_interval(
     cluster: Cluster, operator: OperatorProcess, namespace: str, pve: PVE
 ) -> None:
-    apply(
-        cluster,
-        token_secret(namespace, pve),
-        pxc_manifest("lab", namespace, endpoint=pve.url, secret="token", ca_pem=pve.ca_pem, extra=FAST),
-    )
+    register(cluster, namespace, pve, extra=FAST)
     wait_condition(cluster, namespace, "lab", "True")
     pve.stop()
     obj = wait_condition(cluster, namespace, "lab", "False", "Unreachable", timeout=30)
@@ -183,11 +163,7 @@ def test_proxmox_down_then_back_flips_ready_within_an_interval(
 
 
 def test_quorum_loss_and_return(cluster: Cluster, operator: OperatorProcess, namespace: str, pve: PVE) -> None:
-    apply(
-        cluster,
-        token_secret(namespace, pve),
-        pxc_manifest("lab", namespace, endpoint=pve.url, secret="token", ca_pem=pve.ca_pem, extra=FAST),
-    )
+    register(cluster, namespace, pve, extra=FAST)
     wait_condition(cluster, namespace, "lab", "True")
     pve.server.set_node_online("pve2", False)
     pve.server.set_node_online("pve3", False)
@@ -205,11 +181,7 @@ def test_quorum_loss_and_return(cluster: Cluster, operator: OperatorProcess, nam
 def test_status_is_written_once_per_probe_without_condition_churn(
     cluster: Cluster, operator: OperatorProcess, namespace: str, pve: PVE
 ) -> None:
-    apply(
-        cluster,
-        token_secret(namespace, pve),
-        pxc_manifest("lab", namespace, endpoint=pve.url, secret="token", ca_pem=pve.ca_pem, extra=FAST),
-    )
+    register(cluster, namespace, pve, extra=FAST)
     first = wait_condition(cluster, namespace, "lab", "True")
     later = wait_for(
         lambda: (
@@ -231,11 +203,7 @@ def test_status_is_written_once_per_probe_without_condition_churn(
 def test_pause_annotation_stops_probes_and_resume_restarts_them(
     cluster: Cluster, operator: OperatorProcess, namespace: str, pve: PVE
 ) -> None:
-    apply(
-        cluster,
-        token_secret(namespace, pve),
-        pxc_manifest("lab", namespace, endpoint=pve.url, secret="token", ca_pem=pve.ca_pem),
-    )
+    register(cluster, namespace, pve)
     wait_condition(cluster, namespace, "lab", "True")
     cluster.kubectl("annotate", "pxc", "lab", "-n", namespace, "proxmox-operator.dev/paused=true")
     obj = wait_condition(cluster, namespace, "lab", "True", "Paused", type_="Paused", timeout=20)
