@@ -41,12 +41,18 @@ def life_namespace(cluster: Cluster, crd: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def own_operator(operator_kubeconfig: Path, life_namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+def own_operator(
+    cluster: Cluster, operator_kubeconfig: Path, life_namespace: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
     op = OperatorProcess(
         operator_kubeconfig, tmp_path / "operator.log", [*OPERATOR_ARGS, "--namespace", life_namespace]
     )
     op.start()
     yield op
+    # Release the finalizers while this test's operator still runs: no other operator serves the namespace.
+    if not op.alive():
+        op.start()
+    cluster.kubectl("delete", "pxc", "--all", "-n", life_namespace, "--wait=true", "--timeout=30s", check=False)
     op.stop()
 
 
@@ -151,6 +157,7 @@ def test_cross_namespace_secret_is_used_when_the_operator_allows_it(
         )
         wait_condition(cluster, life_namespace, "lab", "False", "AuthenticationFailed", timeout=20)
     finally:
+        cluster.kubectl("delete", "pxc", "--all", "-n", life_namespace, "--wait=true", "--timeout=30s", check=False)
         op.stop()
         cluster.kubectl("delete", "namespace", vault, "--wait=false", check=False)
 
