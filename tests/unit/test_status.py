@@ -12,6 +12,7 @@ from proxmox_operator.models import (
     ProxmoxClusterSpec,
     VersionInfo,
 )
+from proxmox_operator.proxmox import ClusterStatusEntry, Node, Version
 from proxmox_operator.reconcile import (
     DUPLICATE,
     PAUSED,
@@ -23,6 +24,7 @@ from proxmox_operator.reconcile import (
     Outcome,
     Registry,
     Tuning,
+    _facts,
     delay_after,
     events_for,
     next_status,
@@ -229,3 +231,30 @@ def test_condition_parse_drops_invalid_entries() -> None:
     )
     assert list(parsed) == ["A"]
     assert parsed["A"].status == ConditionStatus.TRUE
+
+
+def test_facts_from_a_clustered_answer() -> None:
+    nodes = [Node(node="pve2", status="online"), Node(node="pve1", status="online", level="c")]
+    status = [
+        ClusterStatusEntry(type="node", name="pve1", online=1, local=1, ip="127.0.0.1"),
+        ClusterStatusEntry(type="cluster", name="lab", quorate=0, nodes=2),
+        ClusterStatusEntry(type="node", name="pve2", online=0, local=0, ip="127.0.0.2"),
+    ]
+    facts = _facts(Version(version="8.4.1"), nodes, status)
+    assert (facts.cluster_name, facts.quorate, facts.identity) == ("lab", False, "cluster:lab")
+    # /cluster/status (corosync membership) decides online, and items are sorted by name.
+    assert [(i.name, i.online, i.ip, i.level) for i in facts.nodes.items] == [
+        ("pve1", True, "127.0.0.1", "c"),
+        ("pve2", False, "127.0.0.2", None),
+    ]
+    assert facts.nodes.summary == "1/2"
+
+
+def test_facts_from_a_standalone_node_and_without_privileges() -> None:
+    nodes = [Node(node="pve", status="online")]
+    standalone = [ClusterStatusEntry(type="node", name="pve", online=1, local=1, nodeid=0, ip="127.0.0.1")]
+    facts = _facts(Version(version="9.0.4"), nodes, standalone)
+    assert (facts.cluster_name, facts.quorate, facts.identity) == (None, True, "node:pve")
+    no_status = _facts(Version(version="9.0.4"), nodes, None)  # 403 on /cluster/status
+    assert (no_status.quorate, no_status.identity) == (None, None)
+    assert no_status.nodes.summary == "1/1"
