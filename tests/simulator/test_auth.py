@@ -104,9 +104,9 @@ async def test_csrf_token_required_for_non_get_with_ticket(client: httpx.AsyncCl
     data = await login(client)
     without = await client.post("/nodes", headers=cookie(data["ticket"]))
     assert (without.status_code, without.reason_phrase) == (401, "Permission denied - invalid csrf token")
-    wrong = await client.put(
-        "/nodes", headers={**cookie(data["ticket"]), "CSRFPreventionToken": data["CSRFPreventionToken"][:-1] + "A"}
-    )
+    token = data["CSRFPreventionToken"]
+    tampered = token[:-1] + ("B" if token.endswith("A") else "A")  # always differs from the real token
+    wrong = await client.put("/nodes", headers={**cookie(data["ticket"]), "CSRFPreventionToken": tampered})
     assert wrong.status_code == 401
     with_token = await client.post(
         "/nodes", headers={**cookie(data["ticket"]), "CSRFPreventionToken": data["CSRFPreventionToken"]}
