@@ -274,11 +274,14 @@ class Registry:
         self._connections[key] = _Connection(client=client, fingerprint=fingerprint)
         return client
 
-    async def disconnect(self, key: Key) -> None:
-        """Close the resource's client (pause), keeping what the worker needs to resume."""
+    async def disconnect(self, key: Key) -> bool:
+        """Close the resource's client (pause), keeping what the worker needs to resume. Returns whether it had
+        a connection."""
         conn = self._connections.pop(key, None)
-        if conn is not None:
-            await conn.client.aclose()
+        if conn is None:
+            return False
+        await conn.client.aclose()
+        return True
 
     async def deregister(self, key: Key) -> bool:
         """Forget the resource: close its pools and drop its session. Returns whether it had a connection."""
@@ -287,11 +290,7 @@ class Registry:
         self._generations.pop(key, None)
         self._paused.pop(key, None)
         self._release(key)
-        conn = self._connections.pop(key, None)
-        if conn is None:
-            return False
-        await conn.client.aclose()
-        return True
+        return await self.disconnect(key)
 
     async def close(self) -> None:
         for key in list(self._connections):
@@ -450,8 +449,7 @@ async def _read_cluster(
             status = await client.cluster_status()
         except pve_errors.PermissionDenied as exc:
             status = None
-            missing = _missing_privileges(client, exc)
-            conds[PERMISSIONS] = _false("PermissionDenied", missing)
+            conds[PERMISSIONS] = _false("PermissionDenied", _lacking(client, REQUIRED_PRIVILEGES, f" ({exc})"))
         else:
             conds[PERMISSIONS] = await _permissions(client)
     except ProxmoxError as exc:
@@ -525,15 +523,13 @@ def _failed(
     )
 
 
-def _missing_privileges(client: ProxmoxClient, exc: ProxmoxError) -> str:
+def _lacking(client: ProxmoxClient, privileges: Iterable[str], evidence: str = "") -> str:
+    """What is missing and how to grant it, whichever way it was found out."""
     return (
-        f"{_who(client)} lacks Sys.Audit on / ({exc}); quorum and node details cannot be read. Grant the "
-        "PVEAuditor role on / to the user and, for a privilege-separated token, to the token"
+        f"'{client.credentials.identity}' lacks {', '.join(privileges)} on /{evidence}; quorum and node details "
+        "cannot be read. Grant the PVEAuditor role on / to the user and, for a privilege-separated token, to the "
+        "token"
     )
-
-
-def _who(client: ProxmoxClient) -> str:
-    return f"'{client.credentials.identity}'"
 
 
 async def _permissions(client: ProxmoxClient) -> Cond:
@@ -544,12 +540,8 @@ async def _permissions(client: ProxmoxClient) -> Cond:
         return _unknown("PermissionsUnknown", f"could not read the effective permissions: {exc}")
     missing = [p for p in REQUIRED_PRIVILEGES if not privs.get(p)]
     if missing:
-        return _false(
-            "PermissionDenied",
-            f"{_who(client)} lacks {', '.join(missing)} on /; grant the PVEAuditor role on / (to the token too "
-            "when it is privilege-separated)",
-        )
-    return _true("Sufficient", f"{_who(client)} has {', '.join(REQUIRED_PRIVILEGES)} on /")
+        return _false("PermissionDenied", _lacking(client, missing))
+    return _true("Sufficient", f"'{client.credentials.identity}' has {', '.join(REQUIRED_PRIVILEGES)} on /")
 
 
 def _facts(version: Any, nodes: Any, status: Any) -> Facts:

@@ -31,7 +31,7 @@ import contextlib
 import os
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
@@ -51,6 +51,7 @@ KEEPALIVE_EXPIRY = 4.0  # pveproxy closes idle keep-alive connections after 5 s
 RETRY_AFTER_WAIT_MAX = 5.0  # wait for a Retry-After up to this long within a request; longer ones are reported
 
 _M = TypeVar("_M", bound=BaseModel)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -247,29 +248,26 @@ class ProxmoxClient:
 
     async def get(self, path: str) -> Any:
         """GET ``/api2/json{path}`` and return its ``data``, logging in first if needed."""
-        try:
-            async with asyncio.timeout(self.timeouts.total):
-                return await self._get(path)
-        except TimeoutError:
-            raise errors.Timeout(
-                f"Proxmox at {self._start} did not answer GET {path} within {self.timeouts.total:g} s; "
-                "check that the node is up and not overloaded",
-                endpoint=self._start,
-            ) from None
+        return await self._within_total(self._get(path), f"answer GET {path}")
 
     async def login(self) -> None:
         """Make sure a usable session exists: a ticket for password logins (API tokens need none)."""
         if isinstance(self.credentials, PasswordCredentials):
-            try:
-                async with asyncio.timeout(self.timeouts.total):
-                    await self._ensure_ticket()
-            except TimeoutError:
-                raise errors.Timeout(
-                    f"Proxmox at {self._start} did not complete the login within {self.timeouts.total:g} s",
-                    endpoint=self._start,
-                ) from None
+            await self._within_total(self._ensure_ticket(), "complete the login")
 
     # --- internals ----------------------------------------------------------------------------------------
+
+    async def _within_total(self, work: Coroutine[Any, Any, _T], what: str) -> _T:
+        """Run ``work`` (login and failover included) within the total deadline, or raise Timeout."""
+        try:
+            async with asyncio.timeout(self.timeouts.total):
+                return await work
+        except TimeoutError:
+            raise errors.Timeout(
+                f"Proxmox at {self._start} did not {what} within {self.timeouts.total:g} s; "
+                "check that the node is up and not overloaded",
+                endpoint=self._start,
+            ) from None
 
     async def _get(self, path: str) -> Any:
         retried_login = False
