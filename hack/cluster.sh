@@ -10,6 +10,8 @@
 #   hack/cluster.sh status          what runs, is /readyz ok; non-zero if not up
 #   hack/cluster.sh kubeconfig      print the admin kubeconfig path
 #   hack/cluster.sh build           only build/cache the Kubernetes binaries
+#   hack/cluster.sh prepare         check tools and ports, build, install etcd:
+#                                   what `make controlplane` runs before tests
 #
 # kube-apiserver and kube-controller-manager are built from source with the Go
 # module in hack/controlplane (no prebuilt Kubernetes binary can be downloaded
@@ -26,6 +28,10 @@
 #   PXO_KCM_PORT         kube-controller-manager secure port [10357]
 #   PXO_READY_TIMEOUT    seconds to wait for each component to get ready [90]
 #   PXO_ETCD_BIN         etcd binary [etcd on PATH, installed with apt if absent]
+#   PXO_GO               the Go to build with [go on PATH, /usr/local/go/bin/go]
+#   PXO_NO_BUILD=1       never build: fail at once if the binaries are not cached
+#                        (the test fixtures set it: a build never runs under a
+#                        test's timeout)
 #   KUBECTL              kubectl, only used by `status` hints [<repo>/.venv/bin/kubectl]
 #   PURGE=1              same as `down --purge`
 set -euo pipefail
@@ -92,21 +98,70 @@ source_hash() {
 
 # Serialise concurrent invocations (two test sessions calling `up` at once).
 # flock is in util-linux, so it is nearly always there; without it, carry on.
-# The open lock fds are remembered so that spawn() can close them: a daemon
-# that inherited one would hold the lock for as long as it runs.
+# The open lock fds are remembered so that spawn() and the go build can close
+# them: a child that inherited one would hold the lock for as long as it runs.
+#
+# Next to each lock, <lockfile>.owner says who holds it: "<pid> [<build pgid>]".
+# A lock that is still held while that pid is dead is held by leftovers of a
+# killed run (a child that kept the fd): those are stopped, so a killed run
+# never makes the next one wait forever.
 LOCK_FDS=()
-with_lock() { # <lockfile> <what>; sets LOCK_FD
-  local file=$1 what=$2 fd
+PREV_OWNER=""
+with_lock() { # <lockfile> <what>; sets LOCK_FD, and PREV_OWNER to the last owner record
+  local file=$1 what=$2 fd owner
   LOCK_FD=""
   command -v flock >/dev/null 2>&1 || return 0
   mkdir -p "$(dirname "$file")"
-  exec {fd}>"$file"
+  exec {fd}>>"$file"
   LOCK_FDS+=("$fd")
   LOCK_FD=$fd
+  PREV_OWNER=$(cat "$file.owner" 2>/dev/null || true)
   if ! flock -n "$fd"; then
-    log "waiting for another cluster.sh ($what) to finish"
-    flock "$fd"
+    owner=${PREV_OWNER%% *}
+    if [[ $owner =~ ^[0-9]+$ ]] && kill -0 "$owner" 2>/dev/null; then
+      log "waiting for another cluster.sh ($what, pid $owner) to finish"
+      flock "$fd"
+    else
+      log "a killed run left $file locked (its owner ${owner:-unknown} is gone): stopping its leftovers"
+      stop_leftovers "$PREV_OWNER"
+      flock -w 10 "$fd" || die "$file is still locked by a process that is not cluster.sh's; find it with 'fuser -v $file' and stop it"
+    fi
+    PREV_OWNER=$(cat "$file.owner" 2>/dev/null || true)
   fi
+  printf '%s\n' "$$" >"$file.owner"
+}
+
+# Stops the build process group of an owner record "<pid> <pgid>" if that
+# cluster.sh is gone and the group still runs something of ours (its command
+# line names our cache dir): a build whose script was killed with SIGKILL.
+stop_leftovers() { # <owner record>
+  local owner pgid _
+  read -r owner pgid _ <<<"$1" || true
+  [[ $pgid =~ ^[0-9]+$ ]] || return 0
+  [[ $owner =~ ^[0-9]+$ ]] && kill -0 "$owner" 2>/dev/null && return 0
+  kill -0 "$pgid" 2>/dev/null || return 0
+  tr '\0' ' ' <"/proc/$pgid/cmdline" 2>/dev/null | grep -qF -- "$CACHE_ROOT/" || return 0
+  info "stopping the leftover build of a killed run (process group $pgid)"
+  kill -TERM -- "-$pgid" 2>/dev/null || true
+  for _ in $(seq 1 50); do
+    kill -0 "$pgid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -KILL -- "-$pgid" 2>/dev/null || true
+}
+
+# Temporary files are named <file>.tmp.<pid of the cluster.sh that writes them>:
+# one whose writer is gone is a leftover of a killed run. A live writer's file
+# is left alone, so this is safe without the lock.
+clean_stale_tmp() { # <dir>
+  local f pid
+  for f in "$1"/*.tmp.* "$1"/.*.tmp.*; do
+    [[ -e $f ]] || continue
+    pid=${f##*.tmp.}
+    if [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then continue; fi
+    info "removing $(basename "$f"), left by a killed run"
+    rm -f "$f"
+  done
 }
 
 # Runs on every exit: stop a go build still running in the background (after
@@ -145,11 +200,15 @@ go_build_one() { # <component> <dest> <ldflags> <eta text>
   # each package as it is compiled, which feeds the heartbeat below.
   (
     cd "$MODULE_DIR"
+    for fd in "${LOCK_FDS[@]}"; do eval "exec $fd>&-"; done
     exec setsid env GOWORK=off GOTOOLCHAIN=local CGO_ENABLED=0 \
-      go build -mod=readonly -trimpath -v -ldflags "$ldflags" -o "$tmp" "k8s.io/kubernetes/cmd/$name"
+      "$GO" build -mod=readonly -trimpath -v -ldflags "$ldflags" -o "$tmp" "k8s.io/kubernetes/cmd/$name"
   ) >"$blog" 2>&1 &
   pid=$!
   BUILD_PID=$pid
+  # setsid made the build the leader of its own process group: remember it, so
+  # that the next run can stop it if this script is killed with SIGKILL.
+  printf '%s %s\n' "$$" "$pid" >"$BUILD_LOCK.owner"
   # A heartbeat every 30 s, so nobody stares at a silent terminal for minutes.
   while kill -0 "$pid" 2>/dev/null; do
     for _ in $(seq 1 30); do
@@ -167,6 +226,7 @@ go_build_one() { # <component> <dest> <ldflags> <eta text>
   done
   wait "$pid" || rc=$?
   BUILD_PID=""
+  printf '%s\n' "$$" >"$BUILD_LOCK.owner"
   if ((rc != 0)); then
     rm -f "$tmp"
     printf '%s\n' "--- last 30 lines of $blog ---" >&2
@@ -180,37 +240,56 @@ go_build_one() { # <component> <dest> <ldflags> <eta text>
   info "built $name in $((now - start))s"
 }
 
+# Go from PXO_GO, PATH, or where the official tarball and Debian put it (a
+# login shell's PATH may lack /usr/local/go/bin).
+GO=""
 check_go() {
-  command -v go >/dev/null 2>&1 || die "Go is needed to build Kubernetes from source, and 'go' is not on PATH"
+  local g
+  if [[ -n ${PXO_GO:-} ]]; then
+    [[ -x $PXO_GO ]] || die "PXO_GO=$PXO_GO is not an executable Go; point it at a Go >= $(go_wanted) binary or unset it"
+    GO=$PXO_GO
+  else
+    for g in "$(command -v go || true)" /usr/local/go/bin/go /usr/lib/go/bin/go; do
+      if [[ -n $g && -x $g ]]; then GO=$g && break; fi
+    done
+    [[ -n $GO ]] || die "Go >= $(go_wanted) is needed once, to build kube-apiserver from source, and none was found: install it and put it on PATH (or set PXO_GO)"
+  fi
   local want have
-  want=$(awk '$1 == "go" { print $2; exit }' "$MODULE_DIR/go.mod")
-  have=$(GOTOOLCHAIN=local go env GOVERSION)
+  want=$(go_wanted)
+  have=$(GOTOOLCHAIN=local "$GO" env GOVERSION)
   have=${have#go}
   # sort -V puts the smaller version first; we need have >= want.
   if [[ $(printf '%s\n%s\n' "$want" "$have" | sort -V | head -n1) != "$want" ]]; then
-    die "hack/controlplane/go.mod needs Go >= $want, this machine has go$have (toolchain downloads are not used here)"
+    die "hack/controlplane/go.mod needs Go >= $want, $GO is go$have: install a newer Go (toolchain downloads are not used here)"
   fi
 }
+
+go_wanted() { awk '$1 == "go" { print $2; exit }' "$MODULE_DIR/go.mod"; }
 
 binaries_cached() {
   [[ -x $APISERVER_BIN && -x $KCM_BIN && -f $STAMP && $(cat "$STAMP") == "$(source_hash)" ]]
 }
 
+BUILD_LOCK="$CACHE_ROOT/kubernetes/.build.lock"
 ensure_binaries() {
+  [[ ! -d $BIN_DIR ]] || clean_stale_tmp "$BIN_DIR"
   binaries_cached && return 0
+  if [[ ${PXO_NO_BUILD:-0} == 1 ]]; then
+    die "kube-apiserver $K8S_VERSION is not built in $BIN_DIR yet: run 'make controlplane' (or 'hack/cluster.sh build') first; it takes 6-9 minutes once"
+  fi
   mkdir -p "$BIN_DIR"
   # Another state dir (or another `up`) may be building the same version: build
   # once, then everyone uses the cache.
-  with_lock "$CACHE_ROOT/kubernetes/.build.lock" "build"
+  with_lock "$BUILD_LOCK" "build"
   local build_lock=$LOCK_FD
+  # A build whose cluster.sh was killed with SIGKILL may still be compiling.
+  stop_leftovers "$PREV_OWNER"
+  clean_stale_tmp "$BIN_DIR"
   if binaries_cached; then
     release_lock "$build_lock"
     return 0
   fi
   check_go
-  # Leftovers of a build that was killed before its rename (we hold the lock,
-  # so no other build is writing them now).
-  rm -f "$BIN_DIR"/*.tmp.*
   # Stamp the version into both version packages. Without it the binaries say
   # v0.0.0, which kubectl warns about and the aggregator/discovery mis-handle.
   local minor build_date ldflags="-s -w" pkg
@@ -530,8 +609,45 @@ start_kcm() {
 
 # ----------------------------------------------------------------- commands ---
 
+# Everything a new machine may lack is checked before anything long starts,
+# each with one line that says what is missing and what to do.
+check_tools() {
+  local tool pkg
+  for tool in curl:curl openssl:openssl; do
+    pkg=${tool#*:}
+    tool=${tool%%:*}
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is missing: install it (apt-get install $pkg)"
+  done
+}
+
+# Fail early, before a long build, if a port we need is taken by something
+# that is not ours (ours are left running and reused).
+check_ports() {
+  local c port
+  for c in "${COMPONENTS[@]}"; do
+    running_pid "$c" >/dev/null && continue
+    rm -f "$(pidfile "$c")" # stale, if it existed
+    for port in $(port_of "$c"); do
+      if port_in_use "$port"; then
+        die "port 127.0.0.1:$port (for $c) is already in use by another process: stop it, or choose other ports with PXO_APISERVER_PORT, PXO_ETCD_PORT, PXO_ETCD_PEER_PORT, PXO_KCM_PORT"
+      fi
+    done
+  done
+}
+
+# `make controlplane`: everything `up` needs, before any test runs: tools, free
+# ports, the built binaries (the first time: 6-9 minutes, with progress) and etcd.
+cmd_prepare() {
+  local t0=$SECONDS
+  check_tools
+  check_ports
+  ensure_binaries
+  ensure_etcd
+  log "control plane prerequisites ready in $((SECONDS - t0))s: kube-apiserver $K8S_VERSION in $BIN_DIR, $("$ETCD_BIN" --version 2>/dev/null | head -n1)"
+}
+
 cmd_up() {
-  local t0=$SECONDS c pid port started=0
+  local t0=$SECONDS c pid started=0
   mkdir -p "$STATE"
   touch "$MARKER"
   with_lock "$STATE/.lock" "up/down"
@@ -544,19 +660,8 @@ cmd_up() {
     return 0
   fi
 
-  # Fail early, before a long build, if a port we need is taken by something
-  # that is not ours (ours are left running and reused).
-  for c in "${COMPONENTS[@]}"; do
-    running_pid "$c" >/dev/null && continue
-    rm -f "$(pidfile "$c")" # stale, if it existed
-    for port in $(port_of "$c"); do
-      if port_in_use "$port"; then
-        die "port 127.0.0.1:$port (for $c) is already in use by another process; stop it or choose another port with PXO_*_PORT (see the top of hack/cluster.sh)"
-      fi
-    done
-  done
-
-  command -v curl >/dev/null 2>&1 || die "curl is needed for health checks (apt-get install curl)"
+  check_tools
+  check_ports
   ensure_binaries
   ensure_etcd
   ensure_pki
@@ -679,6 +784,7 @@ main() {
     status) cmd_status "$@" ;;
     kubeconfig) cmd_kubeconfig "$@" ;;
     build) ensure_binaries && info "$APISERVER_BIN" && info "$KCM_BIN" ;;
+    prepare) cmd_prepare "$@" ;;
     -h | --help | help) usage ;;
     *) usage; exit 2 ;;
   esac
