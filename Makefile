@@ -14,21 +14,21 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 20
 
 venv: $(STAMP) ## create .venv with the project, its simulator and dev tools (kubectl included)
-$(STAMP): pyproject.toml
-	@echo "==> creating $(VENV) and installing proxmox-operator[dev] (first time: about a minute)"
+$(STAMP): pyproject.toml simulator/pyproject.toml
+	@echo "==> creating $(VENV) and installing proxmox-operator[dev] and pve-simulator (first time: about a minute)"
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python 3.11+ is required: install it, or run make PYTHON=python3.11")'
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { echo "error: $(PYTHON) cannot create virtual environments: apt-get install python3-venv" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev]' -e ./simulator
 	@touch $@
 
 crds: $(STAMP) ## regenerate crds/ from operator/proxmox_operator/models.py
 	$(BIN)/python -m proxmox_operator.crdgen crds/proxmoxclusters.yaml
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
-	$(BIN)/ruff check operator tests bench
-	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/ruff check operator simulator tests bench
+	$(BIN)/ruff format --check operator simulator tests bench
 	$(BIN)/mypy
 
 # The control plane is built before pytest starts (the first time: 6-9 minutes on 2 cores, with progress), so a

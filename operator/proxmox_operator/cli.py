@@ -9,10 +9,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
+from collections.abc import Callable
 
 import kopf
 
 from proxmox_operator import handlers, reconcile
+
+
+def _seconds(minimum: float) -> Callable[[str], float]:
+    """An argparse ``type=``: a finite number of seconds no smaller than ``minimum`` (0 or NaN would hot-loop)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number of seconds, got {text!r}")
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum:g} (seconds), got {text!r}")
+        return value
+
+    return parse
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,21 +49,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--probe-interval",
-        type=float,
+        type=_seconds(1),
         default=60.0,
         metavar="SECONDS",
         help="seconds between health probes of a Ready cluster (default 60)",
     )
     parser.add_argument(
         "--backoff-base",
-        type=float,
+        type=_seconds(0.1),
         default=2.0,
         metavar="SECONDS",
         help="first wait before retrying a failing cluster; doubles on each failure (default 2)",
     )
     parser.add_argument(
         "--backoff-max",
-        type=float,
+        type=_seconds(1),
         default=120.0,
         metavar="SECONDS",
         help="longest wait between retries of a failing cluster (default 120)",
@@ -60,7 +79,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.backoff_max < args.backoff_base:
+        parser.error(
+            f"--backoff-max ({args.backoff_max:g}) must not be smaller than --backoff-base ({args.backoff_base:g})"
+        )
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
