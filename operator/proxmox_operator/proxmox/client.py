@@ -16,8 +16,16 @@ discovered) and one login shared by all of them (a PVE ticket is valid on every 
 * **Tickets**: one login, reused for reads, renewed once older than an hour by posting the ticket itself as the
   password (tickets live two hours; Proxmox's own clients do the same), and re-acquired once after a 401.
   API tokens go in the ``Authorization`` header and need neither.
+* **Bodies** are read within limits (:mod:`.body`): at most :data:`~.body.MAX_BODY_BYTES` (1 MiB) on the wire and
+  after decompression, which this client does itself in bounded steps, JSON nested at most
+  :data:`~.body.MAX_JSON_DEPTH` (32) deep, large bodies parsed off the event loop.
+* **Where credentials go**: with an allowed-hosts list (:mod:`.hosts`) no connection is opened to an endpoint
+  outside it. Discovered endpoints are used only as ``https://<IP>:<configured port>``, inside that list, and
+  never with ``insecureSkipVerify``.
 * Every failure is a typed :class:`~.errors.ProxmoxError` whose message names the endpoint and contains no
-  credential: Proxmox's reason phrase and our own text only, scrubbed of every secret this client holds.
+  credential: Proxmox's reason phrase and our own text only, scrubbed of every secret this client holds. An
+  exception without an HTTP answer (whatever its type) counts as a transport failure and moves on to the next
+  endpoint.
 
 References: pve-docs ``pveum.adoc`` (tickets, tokens), pve-http-server ``AnyEvent.pm`` (reason phrases, 401
 delay, keep-alive), pve-access-control ``API2/AccessControl.pm`` (``/access/ticket``, ``/access/permissions``),
@@ -28,20 +36,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import ssl
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from proxmox_operator.proxmox import errors
+from proxmox_operator.proxmox import body, errors
 from proxmox_operator.proxmox.credentials import Credentials, PasswordCredentials, TokenCredentials
+from proxmox_operator.proxmox.failures import (
+    TransportFailure,
+    invalid_body,
+    retry_after,
+    ssl_cause,
+    transport_error,
+    unusable,
+)
+from proxmox_operator.proxmox.hosts import ALLOWED_HOSTS_ANNOTATION, AllowedHosts, acceptable_discovered, url_host_port
+from proxmox_operator.proxmox.payloads import ClusterStatusEntry, Node, Ticket, Version
 from proxmox_operator.proxmox.tls import TrustConfig, ssl_context
 from proxmox_operator.proxmox.transport import transport
 
@@ -49,6 +64,8 @@ USER_AGENT = "proxmox-operator/0.1"
 TICKET_RENEW_AFTER = 3600.0  # seconds; tickets are valid for 7200 s (pve-access-control, AuthUtils)
 KEEPALIVE_EXPIRY = 4.0  # pveproxy closes idle keep-alive connections after 5 s
 RETRY_AFTER_WAIT_MAX = 5.0  # wait for a Retry-After up to this long within a request; longer ones are reported
+MAX_BODY_BYTES = body.MAX_BODY_BYTES
+MAX_JSON_DEPTH = body.MAX_JSON_DEPTH
 
 _M = TypeVar("_M", bound=BaseModel)
 _T = TypeVar("_T")
@@ -69,51 +86,6 @@ class Limits:
 
     max_concurrent: int = 4
     requests_per_second: float = 10.0
-
-
-class _Payload(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class Version(_Payload):
-    """``GET /version``: ``{version, release, repoid}`` (pve-manager ``PVE/API2/Version.pm``)."""
-
-    version: str
-    release: str | None = None
-    repoid: str | None = None
-
-
-class Node(_Payload):
-    """One entry of ``GET /nodes`` (pve-manager ``PVE/API2/Nodes.pm``); stats fields are optional."""
-
-    node: str
-    status: str = "unknown"
-    level: str | None = None
-    ssl_fingerprint: str | None = None
-
-
-class ClusterStatusEntry(_Payload):
-    """One entry of ``GET /cluster/status`` (pve-manager ``PVE/API2/Cluster.pm``): the cluster or a node.
-
-    Booleans come as 0/1 integers; key order is not stable.
-    """
-
-    type: str
-    name: str | None = None
-    id: str | None = None
-    nodes: int | None = None
-    quorate: int | None = None
-    online: int | None = None
-    local: int | None = None
-    ip: str | None = None
-    level: str | None = None
-    nodeid: int | None = None
-
-
-class _Ticket(_Payload):
-    ticket: str
-    CSRFPreventionToken: str | None = None  # Proxmox's key
-    NeedTFA: int | None = None  # Proxmox's key
 
 
 @dataclass
@@ -141,20 +113,22 @@ class _RateLimiter:
             await asyncio.sleep(wait)
 
 
+@dataclass(frozen=True)
+class _Answer:
+    """An HTTP answer, its body read within :mod:`.body`'s limits (left empty unless the status is 200)."""
+
+    status_code: int
+    reason_phrase: str
+    headers: httpx.Headers
+    content: bytes
+
+
 @dataclass
 class _Endpoint:
     url: str
     http: httpx.AsyncClient
     slots: asyncio.Semaphore
     pacing: _RateLimiter
-
-
-class _TransportFailure(Exception):
-    """A request never got an HTTP answer from this endpoint: the next one may be tried."""
-
-    def __init__(self, error: errors.ProxmoxError) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 class ProxmoxClient:
@@ -170,12 +144,17 @@ class ProxmoxClient:
         limits: Limits | None = None,
         clock: Callable[[], float] = time.time,
         transport: httpx.AsyncBaseTransport | None = None,
+        allowed_hosts: AllowedHosts | None = None,
     ) -> None:
         configured = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not configured:
             raise ValueError("at least one endpoint is needed")
         self.configured = [e.rstrip("/") for e in configured]
-        self.discovered: list[str] = []
+        self.allowed_hosts = allowed_hosts
+        self._refused_configured = [e for e in self.configured if allowed_hosts and not allowed_hosts.permits(e)]
+        self._discovered: list[str] = []
+        #: Discovered endpoints that :meth:`set_discovered` dropped (invalid, not allowed, or insecureSkipVerify).
+        self.refused_discovered: list[str] = []
         self.credentials = credentials
         self.trust = trust or TrustConfig()
         self.timeouts = timeouts or Timeouts()
@@ -197,13 +176,37 @@ class ProxmoxClient:
 
     @property
     def candidates(self) -> list[str]:
-        """Configured endpoints in order, then discovered ones not already configured."""
+        """Configured endpoints in order, then discovered ones not already configured (none at all when
+        certificates are not verified: a discovered address must not receive credentials unchecked)."""
         seen = dict.fromkeys(self.configured)
-        seen.update(dict.fromkeys(self.discovered))
+        seen.update(dict.fromkeys(self._discovered))  # set_discovered keeps none with insecureSkipVerify
         return list(seen)
 
+    @property
+    def discovered(self) -> list[str]:
+        """The discovered endpoints in use (a copy; assign or call :meth:`set_discovered` to change them)."""
+        return list(self._discovered)
+
+    @discovered.setter
+    def discovered(self, urls: Sequence[str]) -> None:
+        self.set_discovered(urls)
+
     def set_discovered(self, urls: Sequence[str]) -> None:
-        self.discovered = [u.rstrip("/") for u in urls]
+        """Use ``urls`` after the configured endpoints, each re-validated: ``https://<IP address>:<port>`` with
+        the first configured endpoint's port, nothing else in the URL, and inside the allowed hosts if any. The
+        others are dropped silently and listed in :attr:`refused_discovered`; with insecureSkipVerify all are."""
+        target = url_host_port(self.configured[0])
+        port = target[1] if target is not None else None
+        kept: list[str] = []
+        refused: list[str] = []
+        for url in urls:
+            if not self.trust.insecure_skip_verify and acceptable_discovered(
+                url, port=port, allowed=self.allowed_hosts
+            ):
+                kept.append(url.rstrip("/"))
+            else:
+                refused.append(url)
+        self._discovered, self.refused_discovered = kept, refused
 
     def begin_round(self) -> None:
         """Start the next requests at the most preferred endpoint again."""
@@ -268,6 +271,13 @@ class ProxmoxClient:
                 "check that the node is up and not overloaded",
                 endpoint=self._start,
             ) from None
+        except errors.ProxmoxError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last net: callers handle ProxmoxError only
+            raise errors.ProxmoxError(
+                f"the Proxmox client failed with {type(exc).__name__} trying to {what} at {self._start}",
+                endpoint=self._start,
+            ) from None
 
     async def _get(self, path: str) -> Any:
         retried_login = False
@@ -279,7 +289,7 @@ class ProxmoxClient:
                 retried_login = True
                 self._session = None
                 continue
-            return self._data(url, response, f"GET {path}")
+            return await self._data(url, response, f"GET {path}")
 
     async def _auth_headers(self) -> dict[str, str]:
         if isinstance(self.credentials, TokenCredentials):
@@ -311,7 +321,8 @@ class ProxmoxClient:
                 f"({self._reason(response)}); check the username, realm and password in the Secret",
                 endpoint=url,
             )
-        ticket = self._parse(_Ticket, self._data(url, response, "POST /access/ticket"), "/access/ticket")
+        data = await self._data(url, response, "POST /access/ticket")
+        ticket = self._parse(Ticket, data, "/access/ticket")
         if ticket.NeedTFA or ticket.ticket.startswith("PVE:!tfa!"):
             raise errors.TFARequired(
                 f"'{creds.username}' has two-factor authentication on {url}: a password login cannot "
@@ -327,15 +338,17 @@ class ProxmoxClient:
         *,
         headers: dict[str, str] | None = None,
         data: dict[str, str] | None = None,
-    ) -> tuple[str, httpx.Response]:
+    ) -> tuple[str, _Answer]:
         """Send to the current endpoint; on a transport failure, to the next candidates in order."""
+        if self._refused_configured:
+            raise self._host_not_allowed(self._refused_configured)
         order = self.candidates
         start = order.index(self._start) if self._start in order else 0
         failures: list[errors.ProxmoxError] = []
         for url in order[start:] + order[:start]:
             try:
-                response = await self._send(self._endpoint(url), method, path, headers=headers, data=data)
-            except _TransportFailure as failure:
+                response = await self._send(url, method, path, headers=headers, data=data)
+            except TransportFailure as failure:
                 failures.append(failure.error)
                 continue
             self._start = self.active_endpoint = url
@@ -346,6 +359,13 @@ class ProxmoxClient:
             raise type(first)(f"{first} (also failed: {others})", endpoint=first.endpoint)
         raise first
 
+    def _host_not_allowed(self, urls: list[str]) -> errors.HostNotAllowed:
+        return errors.HostNotAllowed(
+            f"the credentials may not be sent to {', '.join(urls)}: the annotation {ALLOWED_HOSTS_ANNOTATION} of "
+            f"the credentials Secret does not list it (it allows {self.allowed_hosts}); nothing was sent there",
+            endpoint=urls[0],
+        )
+
     def _endpoint(self, url: str) -> _Endpoint:
         ep = self._endpoints.get(url)
         if ep is None:
@@ -353,7 +373,8 @@ class ProxmoxClient:
             http = httpx.AsyncClient(
                 base_url=f"{url}/api2/json",
                 timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.read, pool=t.total),
-                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+                # Bodies are decoded by .body, which understands these two codings only.
+                headers={"User-Agent": USER_AGENT, "Accept": "application/json", "Accept-Encoding": "gzip, deflate"},
                 follow_redirects=False,
                 # Proxy variables and SSL_CERT_FILE from the environment must not change where credentials go
                 # or which CAs are trusted behind the user's back: the resource's spec decides.
@@ -377,85 +398,76 @@ class ProxmoxClient:
 
     async def _send(
         self,
+        url: str,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str] | None,
+        data: dict[str, str] | None,
+    ) -> _Answer:
+        """One request to one endpoint, with its retries. Raises :class:`TransportFailure` for any failure
+        without an HTTP answer, whatever the exception (the next endpoint may work), and a ProxmoxError for a
+        bad answer."""
+        what = f"{method} {path}"
+        reset_retried = throttle_retried = False
+        while True:
+            try:
+                ep = self._endpoint(url)
+                async with ep.slots:
+                    await ep.pacing.acquire()
+                    answer = await self._exchange(ep, method, path, headers=headers, data=data)
+            except (body.BodyInvalid, httpx.DecodingError) as exc:
+                raise invalid_body(url, what, str(exc) if isinstance(exc, body.BodyInvalid) else None) from None
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+                if method == "GET" and not reset_retried and not ssl_cause(exc):
+                    reset_retried = True  # a reset connection: an idempotent GET is tried once more
+                    continue
+                raise TransportFailure(transport_error(url, what, exc, self.trust)) from None
+            except httpx.TransportError as exc:
+                raise TransportFailure(transport_error(url, what, exc, self.trust)) from None
+            except Exception as exc:  # noqa: BLE001 - e.g. an invalid URL or port: no answer, so fail over
+                raise TransportFailure(unusable(url, what, exc)) from None
+            if answer.status_code in (429, 503):
+                delay = retry_after(answer.headers)
+                if delay is not None and delay <= RETRY_AFTER_WAIT_MAX and not throttle_retried:
+                    throttle_retried = True
+                    await asyncio.sleep(delay)
+                    continue
+            return answer
+
+    async def _exchange(
+        self,
         ep: _Endpoint,
         method: str,
         path: str,
         *,
         headers: dict[str, str] | None,
         data: dict[str, str] | None,
-    ) -> httpx.Response:
-        reset_retried = throttle_retried = False
-        while True:
-            try:
-                async with ep.slots:
-                    await ep.pacing.acquire()
-                    response = await ep.http.request(method, path, headers=headers, data=data)
-            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-                if method == "GET" and not reset_retried and not _ssl_cause(exc):
-                    reset_retried = True  # a reset connection: an idempotent GET is tried once more
-                    continue
-                raise _TransportFailure(self._transport_error(ep.url, method, path, exc)) from None
-            except httpx.TransportError as exc:
-                raise _TransportFailure(self._transport_error(ep.url, method, path, exc)) from None
-            if response.status_code in (429, 503):
-                delay = _retry_after(response)
-                if delay is not None and delay <= RETRY_AFTER_WAIT_MAX and not throttle_retried:
-                    throttle_retried = True
-                    await asyncio.sleep(delay)
-                    continue
-            return response
+    ) -> _Answer:
+        """Send and read the body of a 200 within :mod:`.body`'s limits. Any other status needs no body: it is
+        not read, and closing the response unread closes the connection (as does passing a limit)."""
+        request = ep.http.build_request(method, path, headers=headers, data=data)
+        response = await ep.http.send(request, stream=True)
+        try:
+            content = await body.read(response) if response.status_code == 200 else b""
+        finally:
+            await response.aclose()
+        return _Answer(response.status_code, response.reason_phrase, response.headers, content)
 
-    def _transport_error(self, url: str, method: str, path: str, exc: httpx.TransportError) -> errors.ProxmoxError:
-        what = f"{method} {path}"
-        if isinstance(exc, httpx.TimeoutException):
-            phase = "connecting" if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout) else "waiting"
-            return errors.Timeout(
-                f"Proxmox at {url} timed out ({phase}) on {what}; check the node and the network path", endpoint=url
-            )
-        tls_problem = _ssl_cause(exc)
-        if tls_problem is not None:
-            return errors.TLSError(self._tls_message(url, tls_problem), endpoint=url)
-        return errors.Unreachable(
-            f"cannot reach Proxmox at {url} ({_describe(exc)}); check the endpoint URL, that pveproxy runs on "
-            "the node, and that the operator's network can reach it",
-            endpoint=url,
-        )
-
-    def _tls_message(self, url: str, problem: ssl.SSLError) -> str:
-        detail = (
-            getattr(problem, "verify_message", None)
-            or getattr(problem, "reason", None)
-            or str(problem)
-            or type(problem).__name__
-        )
-        if isinstance(problem, ssl.SSLCertVerificationError):
-            if self.trust.fingerprints:
-                hint = "pin this node's certificate in spec.tls.fingerprints or trust its CA in spec.tls.caBundle"
-            elif self.trust.ca_bundle is None:
-                hint = "set spec.tls.caBundle to the cluster CA (/etc/pve/pve-root-ca.pem on any node)"
-            else:
-                hint = "the CA bundle does not match the server's certificate; use the CA that signed it"
-            return f"the TLS certificate of Proxmox at {url} failed verification ({detail}); {hint}"
-        return f"the TLS handshake with Proxmox at {url} failed ({detail}); check the endpoint URL and port"
-
-    def _data(self, url: str, response: httpx.Response, what: str) -> Any:
+    async def _data(self, url: str, response: _Answer, what: str) -> Any:
         status = response.status_code
         if status == 200:
             try:
-                body = response.json()
-            except ValueError:
-                raise errors.InvalidResponse(
-                    f"Proxmox at {url} answered {what} with a body that is not JSON; is the endpoint really a "
-                    "Proxmox VE API (port 8006)?",
-                    endpoint=url,
-                ) from None
-            if not isinstance(body, dict) or "data" not in body:
+                parsed = await body.parse(response.content)
+            except body.BodyInvalid as exc:
+                raise invalid_body(url, what, str(exc)) from None
+            if not isinstance(parsed, dict) or "data" not in parsed:
                 raise errors.InvalidResponse(
                     f"Proxmox at {url} answered {what} without the 'data' envelope; is the endpoint really a "
                     "Proxmox VE API?",
                     endpoint=url,
                 )
-            return body["data"]
+            return parsed["data"]
         reason = self._reason(response)
         if status == 401:
             raise errors.AuthenticationFailed(
@@ -470,7 +482,7 @@ class ProxmoxClient:
                 endpoint=url,
             )
         if status in (429, 503):
-            delay = _retry_after(response)
+            delay = retry_after(response.headers)
             raise errors.ServerError(
                 f"Proxmox at {url} is throttling or overloaded: {what} answered {status} ({reason})"
                 + (f"; it asks to retry after {delay:g} s" if delay is not None else ""),
@@ -489,7 +501,7 @@ class ProxmoxClient:
             endpoint=url,
         )
 
-    def _reason(self, response: httpx.Response) -> str:
+    def _reason(self, response: _Answer) -> str:
         """Proxmox puts its error text in the HTTP reason phrase; bound it and scrub it."""
         phrase = " ".join(response.reason_phrase.split())[:200] or "no reason given"
         return self._scrub(phrase)
@@ -533,44 +545,3 @@ def endpoint_for_ip(template: str, ip: str) -> str:
     parts = urlsplit(template)
     host = f"[{ip}]" if ":" in ip else ip
     return f"https://{host}:{parts.port or 443}"
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Retry-After in seconds (delta-seconds or an HTTP date), or None."""
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    with contextlib.suppress(TypeError, ValueError, IndexError):
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    return None
-
-
-def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, ssl.SSLError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
-
-
-def _describe(exc: BaseException) -> str:
-    """The innermost OS-level description (e.g. 'Connection refused'), never request data."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    text = type(exc).__name__
-    while current is not None and id(current) not in seen:
-        if isinstance(current, OSError) and (current.errno or current.strerror):
-            # asyncio's connect errors carry the errno but a generic strerror ("Connect call failed ...");
-            # DNS errors (socket.gaierror) have negative errnos and a meaningful strerror of their own.
-            if current.errno and current.errno > 0:
-                return os.strerror(current.errno)
-            return str(current.strerror)
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return text

@@ -63,7 +63,8 @@ class PermissionDenied(ProxmoxError):
 
 
 class InvalidResponse(ProxmoxError):
-    """The answer was not JSON or not in the shape the Proxmox API documents."""
+    """The answer was not JSON, not in the shape the Proxmox API documents, or beyond the size and nesting limits
+    of :mod:`.body`."""
 
     reason = "InvalidResponse"
 
@@ -72,3 +73,10 @@ class ServerError(ProxmoxError):
     """HTTP 5xx, including Proxmox's 595/596 for a failed request proxied to another node."""
 
     reason = "ServerError"
+
+
+class HostNotAllowed(ProxmoxError):
+    """An endpoint is outside the hosts the credentials Secret allows (see :mod:`.hosts`): nothing was sent."""
+
+    reason = "HostNotAllowed"
+    transient = False

@@ -86,19 +86,34 @@ def unverified_context() -> ssl.SSLContext:
 def _build(ca_bundle: str | None, insecure: bool) -> ssl.SSLContext:
     if insecure:
         return unverified_context()
+    if ca_bundle is not None:
+        return _bundle_only(ca_bundle)
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if ca_bundle is not None:
-        try:
-            ctx.load_verify_locations(cadata=ca_bundle)
-        except (ssl.SSLError, ValueError) as exc:
-            raise TrustConfigInvalid(
-                "the CA bundle could not be loaded as PEM certificates; paste the PEM text of the CA, "
-                "e.g. the content of /etc/pve/pve-root-ca.pem"
-            ) from exc
-    else:
-        # The system store where there is one; certifi's bundle where the image has none (slim containers).
-        ctx.load_default_certs()
-        if not ctx.get_ca_certs():
-            ctx.load_verify_locations(cafile=certifi.where())
+    # The system store where there is one; certifi's bundle where the image has none (slim containers).
+    ctx.load_default_certs()
+    if not ctx.get_ca_certs():
+        ctx.load_verify_locations(cafile=certifi.where())
+    return ctx
+
+
+def _bundle_only(ca_bundle: str) -> ssl.SSLContext:
+    """A context that trusts exactly the CAs of ``ca_bundle``.
+
+    ``ssl.create_default_context`` would load the system store first (and with it whatever ``SSL_CERT_FILE`` and
+    ``SSL_CERT_DIR`` point at): a one-CA bundle would then trust some 150 CAs. A bare ``PROTOCOL_TLS_CLIENT``
+    context loads nothing by itself; hostname checking and certificate verification are its defaults and are
+    set here explicitly all the same.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = True
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_verify_locations(cadata=ca_bundle)
+    except (ssl.SSLError, ValueError) as exc:
+        raise TrustConfigInvalid(
+            "the CA bundle could not be loaded as PEM certificates; paste the PEM text of the CA, "
+            "e.g. the content of /etc/pve/pve-root-ca.pem"
+        ) from exc
     return ctx

@@ -1,0 +1,1 @@
+"""Helpers shared by the test suites (client tests and integration tests)."""
