@@ -103,9 +103,14 @@ YAML
 
   step "5/6 sample: a Secret with an API token and a ProxmoxCluster in namespace $NS"
   "$KUBECTL" create namespace "$NS" --dry-run=client -o yaml | "$KUBECTL" apply --server-side -f - >&2
+  # The label is the owner's opt-in: the operator uses no Secret without it. The annotation limits where the
+  # credentials may be sent: here, the simulator's loopback addresses only.
   "$KUBECTL" -n "$NS" create secret generic demo-credentials \
     --from-literal=tokenId='root@pam!operator' --from-literal=tokenSecret="$token" \
-    --dry-run=client -o yaml | "$KUBECTL" apply --server-side -f - >&2
+    --dry-run=client -o yaml \
+    | "$KUBECTL" label --local -f - proxmox-operator.dev/credentials=true -o yaml \
+    | "$KUBECTL" annotate --local -f - 'proxmox-operator.dev/allowed-hosts=127.*.*.*' -o yaml \
+    | "$KUBECTL" apply --server-side -f - >&2
   python3 - "$url" "$ca" <<'PY' | "$KUBECTL" -n "$NS" apply --server-side -f - >&2
 import json, sys
 url, ca = sys.argv[1], open(sys.argv[2]).read()

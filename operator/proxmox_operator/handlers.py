@@ -10,7 +10,9 @@ Why a daemon and event handlers, not create/update/delete handlers:
 * With no change handlers, kopf writes no diff-base or progress annotations: the only thing the operator
   adds to a user's object is its finalizer. Its writes go to the status subresource.
 * Secrets and ConfigMaps are watched with event handlers that persist nothing (a change handler would copy
-  Secret data into an annotation) and react only to the ones a registered resource references.
+  Secret data into an annotation). The Secret watch is label-selected on the server: only Secrets that opted in
+  with ``proxmox-operator.dev/credentials: "true"`` reach the operator (see :mod:`.secretstore`); it keeps their
+  cache current and wakes the resources that reference them.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 import kopf
 
-from proxmox_operator import kube, models, reconcile
+from proxmox_operator import kube, models, reconcile, secretstore
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,8 @@ def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=models.GROUP, key="last-handled-configuration"
     )
+    # Server-side: no other Secret of the cluster ever streams through the operator.
+    settings.watching.label_selectors["", "v1", "secrets"] = secretstore.CREDENTIALS_LABEL_SELECTOR
     settings.posting.reporting_component = "proxmox-operator"
     settings.posting.reporting_instance = platform.node() or "proxmox-operator"
     settings.posting.event_name_prefix = "proxmox-operator-"
@@ -103,17 +107,18 @@ def resource_changed(*, body: kopf.Body, namespace: str | None, name: str, memo:
         memo.registry.wake(key)
 
 
-def _referenced_secret(*, namespace: str | None, name: str, memo: Any, **_: Any) -> bool:
-    return bool(memo.registry.references("Secret", namespace or "", name))
-
-
 def _referenced_configmap(*, namespace: str | None, name: str, memo: Any, **_: Any) -> bool:
     return bool(memo.registry.references("ConfigMap", namespace or "", name))
 
 
-@kopf.on.event("", "v1", "secrets", when=_referenced_secret)
-def secret_changed(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    """A referenced Secret (credentials or CA bundle) was created, changed or deleted: re-check its users now."""
+# No client-side label filter here: a Secret that loses its label arrives as DELETED without it, and must still
+# leave the cache. The server-side selector (configure) already restricts the watch to labelled Secrets.
+@kopf.on.event("", "v1", "secrets")
+def secret_changed(*, event: Any, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    """A labelled Secret was created, changed, deleted or lost its label: keep the cache true, and re-check the
+    resources that reference it now."""
+    log.debug("labelled Secret %s/%s: %s", namespace, name, event.get("type") or "listed")
+    memo.kube.secrets.observe(event.get("type"), body)
     memo.registry.wake_referencing("Secret", namespace or "", name)
 
 

@@ -10,8 +10,7 @@ synchronous; its calls run in worker threads so the event loop never blocks.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
+import json
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, cast
@@ -21,12 +20,15 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from proxmox_operator import models
+from proxmox_operator import models, secretstore
 from proxmox_operator.reconcile import KubeUnavailable, ObjectGone, SecretForbidden
+from proxmox_operator.secretstore import Secret, SecretCache
 
 log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT = (5.0, 15.0)  # (connect, read) seconds for every direct API call
+# A GET with this Accept header returns the object's metadata only: for a Secret, never its data.
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 
 
 def load_config() -> None:
@@ -44,22 +46,51 @@ class KubeClient:
         self._api = api_client or client.ApiClient()
         self._core = client.CoreV1Api(self._api)
         self._custom = client.CustomObjectsApi(self._api)
+        #: Labelled Secrets, filled by the label-selected watch (see :mod:`.handlers`).
+        self.secrets = SecretCache()
 
     def close(self) -> None:
         self._api.close()  # type: ignore[no-untyped-call]
 
-    async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
-        secret = await self._read("Secret", self._core.read_namespaced_secret, namespace, name)
-        return None if secret is None else _decode(secret.data or {})
+    async def read_secret(self, namespace: str, name: str) -> Secret | None:
+        """The Secret from the label-selected watch's cache; on a miss, a LIST selected by name and label (so an
+        unlabelled Secret's data is never fetched), then a metadata-only GET to tell unlabelled from missing."""
+        cached = self.secrets.get(namespace, name)
+        if cached is not None:
+            return cached
+        found = await self._call(
+            "Secret",
+            namespace,
+            name,
+            self._core.list_namespaced_secret,
+            namespace,
+            field_selector=f"metadata.name={name}",
+            label_selector=secretstore.CREDENTIALS_LABEL_SELECTOR,
+        )
+        if found is not None and found.items:
+            return secretstore.from_body(self._api.sanitize_for_serialization(found.items[0]))  # type: ignore[no-untyped-call]
+        meta = await self._call(
+            "Secret",
+            namespace,
+            name,
+            self._core.read_namespaced_secret,
+            name,
+            namespace,
+            _headers={"Accept": METADATA_ONLY},
+            _preload_content=False,
+        )
+        if meta is None:
+            return None
+        return secretstore.from_body({"metadata": json.loads(meta.data).get("metadata") or {}})
 
     async def read_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
-        cm = await self._read("ConfigMap", self._core.read_namespaced_config_map, namespace, name)
+        cm = await self._call("ConfigMap", namespace, name, self._core.read_namespaced_config_map, name, namespace)
         return None if cm is None else dict(cm.data or {})
 
-    async def _read(self, kind: str, read: Callable[..., Any], namespace: str, name: str) -> Any:
-        """GET one object: None when it does not exist; SecretForbidden on 403; KubeUnavailable otherwise."""
+    async def _call(self, kind: str, namespace: str, name: str, call: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """One API read in a thread: None on 404; SecretForbidden on 403; KubeUnavailable otherwise."""
         try:
-            return await asyncio.to_thread(read, name, namespace, _request_timeout=REQUEST_TIMEOUT)
+            return await asyncio.to_thread(call, *args, _request_timeout=REQUEST_TIMEOUT, **kw)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -97,14 +128,3 @@ class KubeClient:
             message=message,
             backoffs=None if retry else (),
         )
-
-
-def _decode(data: Mapping[str, Any]) -> dict[str, bytes]:
-    """Secret values arrive base64-encoded; an undecodable value is left out (and reported as missing)."""
-    out: dict[str, bytes] = {}
-    for key, value in data.items():
-        try:
-            out[key] = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            log.warning("Secret key %r is not valid base64; ignoring it", key)
-    return out

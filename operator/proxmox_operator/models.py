@@ -46,7 +46,12 @@ class _Model(BaseModel):
     )
 
 
-HTTPS_URL = r"^https://[^\s/?#]+(/[^\s?#]*)?$"
+# An https URL: a host name, IPv4 address or bracketed IPv6 address; an optional port from 1 to 65535; an optional
+# path. No userinfo (``https://user:pass@host``: the password would show in status, Events and logs, and httpx
+# would replace the token header with Basic auth), no query, no fragment. The port range is in the pattern, not in
+# CEL: a CEL rule parsing the port exceeds the API server's cost budget.
+_PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+HTTPS_URL = rf"^https://(\[[0-9A-Fa-f:.]+\]|[^\s/?#@:\[\]]+)(:{_PORT})?(/[^\s?#@]*)?$"
 HTTPS_URL_RULE = {
     "rule": "isURL(self) && url(self).getScheme() == 'https' && url(self).getHostname() != ''",
     "message": "must be an https:// URL with a host, e.g. https://pve1.example.com:8006",
@@ -333,7 +338,13 @@ class ProxmoxClusterStatus(_Model):
 
     endpoints: Annotated[list[str], Field(json_schema_extra={"x-kubernetes-list-type": "atomic"})] | None = None
     """Node API endpoints discovered from ``GET /cluster/status``; used after the configured ones, and kept here
-    so they survive an operator restart."""
+    so they survive an operator restart. Never used with insecureSkipVerify."""
+
+    endpoints_for: str | None = None
+    """A digest of what ``endpoints`` were discovered with: the configured endpoints, the TLS trust, the
+    credentials' Secret and identity (never the secret), the Secret's allowed hosts. After a restart the
+    operator uses ``endpoints`` only when this matches its own settings, and re-checks each one (https, an IP
+    address, the configured port, the allowed hosts): a change of any setting discards them."""
 
     active_endpoint: str | None = None
     """The endpoint that answered the last probe."""

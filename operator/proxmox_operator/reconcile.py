@@ -31,7 +31,7 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 
-from proxmox_operator import conditions, models
+from proxmox_operator import conditions, models, secretstore
 from proxmox_operator.models import (
     AuthStatus,
     ConditionStatus,
@@ -42,6 +42,9 @@ from proxmox_operator.models import (
     VersionInfo,
 )
 from proxmox_operator.proxmox import (
+    ALLOWED_HOSTS_ANNOTATION,
+    AllowedHosts,
+    AllowedHostsInvalid,
     CredentialsInvalid,
     Limits,
     ProxmoxClient,
@@ -54,6 +57,7 @@ from proxmox_operator.proxmox import (
 )
 from proxmox_operator.proxmox import errors as pve_errors
 from proxmox_operator.proxmox.credentials import Credentials
+from proxmox_operator.secretstore import Secret
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -98,8 +102,9 @@ class KubeUnavailable(Exception):
 class Kube(Protocol):
     """What the reconciler needs from Kubernetes."""
 
-    async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
-        """Decoded Secret data, or None when it does not exist. Raises SecretForbidden, KubeUnavailable."""
+    async def read_secret(self, namespace: str, name: str) -> Secret | None:
+        """The Secret (data only when it carries the opt-in label), or None when it does not exist. Raises
+        SecretForbidden, KubeUnavailable."""
 
     async def read_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
         """ConfigMap data, or None when it does not exist. Raises SecretForbidden, KubeUnavailable."""
@@ -169,6 +174,8 @@ class Outcome:
     conditions: Mapping[str, Cond] = field(default_factory=dict)
     facts: Facts | None = None
     endpoints: list[str] | None = None
+    #: What ``endpoints`` were discovered with (see :func:`discovery_basis`).
+    endpoints_for: str | None = None
     active_endpoint: str | None = None
     auth: AuthStatus | None = None
 
@@ -249,7 +256,14 @@ class Registry:
             if not claims:
                 del self._identities[identity]
 
-    def client(self, key: Key, spec: ProxmoxClusterSpec, creds: Credentials, trust: TrustConfig) -> ProxmoxClient:
+    def client(
+        self,
+        key: Key,
+        spec: ProxmoxClusterSpec,
+        creds: Credentials,
+        trust: TrustConfig,
+        allowed_hosts: AllowedHosts | None = None,
+    ) -> ProxmoxClient:
         """The resource's client, built anew when anything that shapes the connection changed."""
         timeouts, limits = _timeouts(spec), _limits(spec)
         fingerprint = hashlib.sha256(
@@ -262,6 +276,7 @@ class Registry:
                     creds.fingerprint(),
                     timeouts,
                     limits,
+                    str(allowed_hosts),
                 )
             ).encode()
         ).hexdigest()
@@ -270,7 +285,14 @@ class Registry:
             return conn.client
         if conn is not None:
             self._retire(conn.client)
-        client = ProxmoxClient(spec.all_endpoints, credentials=creds, trust=trust, timeouts=timeouts, limits=limits)
+        client = ProxmoxClient(
+            spec.all_endpoints,
+            credentials=creds,
+            trust=trust,
+            timeouts=timeouts,
+            limits=limits,
+            allowed_hosts=allowed_hosts,
+        )
         self._connections[key] = _Connection(client=client, fingerprint=fingerprint)
         return client
 
@@ -333,6 +355,18 @@ def _stopped_early(
     return Outcome(ready=False, reason=reason, message=message, transient=transient, conditions=values)
 
 
+def _not_labeled(where: str, name: str, namespace: str, condition: str) -> Outcome:
+    """A Secret without the opt-in label: never read, and the message says nothing about its content."""
+    label = secretstore.CREDENTIALS_LABEL
+    return _stopped_early(
+        "SecretNotLabeled",
+        f"{where} is not labelled {label}=true, so the operator does not use it; if its owner means it for "
+        f"the operator: kubectl label secret {name} -n {namespace} {label}=true",
+        transient=False,
+        conds={condition: _false("SecretNotLabeled")},
+    )
+
+
 async def _trust(key: Key, spec: ProxmoxClusterSpec, kube: Kube) -> TrustConfig | Outcome:
     tls = spec.tls
     if tls is None:
@@ -343,8 +377,10 @@ async def _trust(key: Key, spec: ProxmoxClusterSpec, kube: Kube) -> TrustConfig 
         where = f"{ref.kind} '{ref.name}' in namespace '{key.namespace}'"
         try:
             if ref.kind == "Secret":
-                raw = await kube.read_secret(key.namespace, ref.name)
-                data = None if raw is None else {k: v.decode("utf-8", "replace") for k, v in raw.items()}
+                secret = await kube.read_secret(key.namespace, ref.name)
+                if secret is not None and not secret.opted_in:
+                    return _not_labeled(where, ref.name, key.namespace, TLS_VERIFIED)
+                data = None if secret is None else {k: v.decode("utf-8", "replace") for k, v in secret.data.items()}
             else:
                 data = await kube.read_configmap(key.namespace, ref.name)
         except SecretForbidden:
@@ -362,9 +398,35 @@ async def _trust(key: Key, spec: ProxmoxClusterSpec, kube: Kube) -> TrustConfig 
                 conds={TLS_VERIFIED: _false("CABundleNotFound")},
             )
         ca_bundle = data[ref.key]
+        if len(ca_bundle.encode()) > models.MAX_CA_BUNDLE:
+            return _stopped_early(
+                "TLSConfigInvalid",
+                f"spec.tls.caBundleRef: key '{ref.key}' of {where} holds more than {models.MAX_CA_BUNDLE // 1024} "
+                "KiB; a CA bundle is a few PEM certificates",
+                transient=False,
+                conds={TLS_VERIFIED: _false("TLSConfigInvalid")},
+            )
     return TrustConfig.build(
         ca_bundle=ca_bundle, fingerprints=tls.fingerprints or (), insecure_skip_verify=tls.insecure_skip_verify
     )
+
+
+@dataclass(frozen=True)
+class KnownEndpoints:
+    """Discovered endpoints as status recorded them. Status is not trusted input: they are used only with the
+    same :func:`discovery_basis`, and the client re-validates each one (https, an IP, the configured port, the
+    allowed hosts) and never uses them with insecureSkipVerify."""
+
+    endpoints: list[str] = field(default_factory=list)
+    basis: str | None = None
+
+    @classmethod
+    def from_status(cls, status: Mapping[str, Any]) -> KnownEndpoints:
+        endpoints = status.get("endpoints")
+        basis = status.get("endpointsFor")
+        if not isinstance(endpoints, list) or not isinstance(basis, str):
+            return cls()
+        return cls([str(e) for e in endpoints[:64] if isinstance(e, str)], basis)
 
 
 async def probe(
@@ -374,9 +436,10 @@ async def probe(
     registry: Registry,
     tuning: Tuning,
     *,
-    known_endpoints: list[str] | None = None,
+    known: KnownEndpoints | None = None,
 ) -> Outcome:
     """Read the Secret, log in, read the cluster. Never raises for an expected failure."""
+    known = known or KnownEndpoints()
     ref = spec.credentials_ref
     secret_ns = ref.namespace or key.namespace
     where = f"Secret '{ref.name}' in namespace '{secret_ns}'"
@@ -389,7 +452,7 @@ async def probe(
             conds={AUTHENTICATED: _false("SecretNamespaceForbidden")},
         )
     try:
-        data = await kube.read_secret(secret_ns, ref.name)
+        secret = await kube.read_secret(secret_ns, ref.name)
     except SecretForbidden:
         return _stopped_early(
             "SecretForbidden",
@@ -397,23 +460,29 @@ async def probe(
             transient=False,
             conds={AUTHENTICATED: _false("SecretForbidden")},
         )
-    if data is None:
+    if secret is None:
         return _stopped_early(
             "SecretNotFound",
-            f"{where} does not exist; create it with tokenId + tokenSecret or username + password",
+            f"{where} does not exist; create it with tokenId + tokenSecret or username + password, labelled "
+            f"{secretstore.CREDENTIALS_LABEL}=true",
             conds={AUTHENTICATED: _false("SecretNotFound")},
         )
+    if not secret.opted_in:
+        return _not_labeled(where, ref.name, secret_ns, AUTHENTICATED)
     try:
-        creds = from_secret_data(data)
+        creds = from_secret_data(dict(secret.data))
     except CredentialsInvalid as exc:
         return _stopped_early(
             "SecretInvalid", f"{where}: {exc}", transient=False, conds={AUTHENTICATED: _false("SecretInvalid")}
         )
+    allowed = _allowed_hosts(spec, secret, where)
+    if isinstance(allowed, Outcome):
+        return allowed
     trust = await _trust(key, spec, kube)
     if isinstance(trust, Outcome):
         return trust
     try:
-        client = registry.client(key, spec, creds, trust)
+        client = registry.client(key, spec, creds, trust, allowed)
     except TrustConfigInvalid as exc:
         tls = spec.tls
         field = "spec.tls.caBundleRef" if tls is not None and tls.ca_bundle_ref is not None else "spec.tls.caBundle"
@@ -421,14 +490,65 @@ async def probe(
         return _stopped_early(
             "TLSConfigInvalid", message, transient=False, conds={TLS_VERIFIED: _false("TLSConfigInvalid")}
         )
-    if spec.discover_endpoints and not client.discovered and known_endpoints:
-        client.set_discovered(known_endpoints)  # from status: discovery survives an operator restart
+    basis = discovery_basis(spec, trust, secret_ns, creds, allowed)
+    if spec.discover_endpoints and not client.discovered and known.endpoints and known.basis == basis:
+        client.set_discovered(known.endpoints)  # from status: discovery survives an operator restart
     auth = AuthStatus(method="token" if creds.method == "token" else "password", id=creds.identity)
-    return await _read_cluster(spec, client, trust, auth)
+    return await _read_cluster(spec, client, trust, auth, basis)
+
+
+def _allowed_hosts(spec: ProxmoxClusterSpec, secret: Secret, where: str) -> AllowedHosts | Outcome | None:
+    """The Secret owner's limit on where its credentials may go; every configured endpoint must be inside it.
+    (Discovered endpoints outside it are dropped by the client, which never connects to them.)"""
+    text = secret.annotations.get(ALLOWED_HOSTS_ANNOTATION)
+    if text is None:
+        return None
+    try:
+        allowed = AllowedHosts.parse(text)
+    except AllowedHostsInvalid as exc:
+        return _stopped_early(
+            "AllowedHostsInvalid",
+            f"the annotation {ALLOWED_HOSTS_ANNOTATION} of {where} is invalid: {exc}",
+            transient=False,
+            conds={AUTHENTICATED: _false("AllowedHostsInvalid")},
+        )
+    refused = [url for url in spec.all_endpoints if not allowed.permits(url)]
+    if refused:
+        return _stopped_early(
+            "HostNotAllowed",
+            f"{where} allows its credentials only to {allowed} (annotation {ALLOWED_HOSTS_ANNOTATION}), and "
+            f"{', '.join(refused)} is not among them; nothing was sent there. Point the endpoints at the hosts "
+            "the Secret allows, or ask its owner to extend the annotation",
+            transient=False,
+            conds={AUTHENTICATED: _false("HostNotAllowed")},
+        )
+    return allowed
+
+
+def discovery_basis(
+    spec: ProxmoxClusterSpec, trust: TrustConfig, secret_ns: str, creds: Credentials, allowed: AllowedHosts | None
+) -> str:
+    """A digest of what discovered endpoints were found with: the configured endpoints, the trust, the
+    credentials' Secret and identity (never the secret itself), the allowed hosts. status.endpoints is used
+    after a restart only when it carries the same digest, so a change of any of these discards it."""
+    material = repr(
+        (
+            spec.all_endpoints,
+            trust.ca_bundle,
+            sorted(trust.fingerprints),
+            trust.insecure_skip_verify,
+            secret_ns,
+            spec.credentials_ref.name,
+            creds.method,
+            creds.identity,
+            str(allowed),
+        )
+    )
+    return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
 async def _read_cluster(
-    spec: ProxmoxClusterSpec, client: ProxmoxClient, trust: TrustConfig, auth: AuthStatus
+    spec: ProxmoxClusterSpec, client: ProxmoxClient, trust: TrustConfig, auth: AuthStatus, basis: str
 ) -> Outcome:
     conds: dict[str, Cond] = {t: _unknown() for t in PROBE_CONDITIONS}
     tls_ok = (
@@ -455,9 +575,9 @@ async def _read_cluster(
     except ProxmoxError as exc:
         return _failed(exc, conds, tls_ok, client, auth)
     facts = _facts(version, nodes, status)
-    discovered = _discovered(spec, client, status)
     if spec.discover_endpoints:
-        client.set_discovered(discovered)
+        # The client keeps only valid, allowed ones (and none at all with insecureSkipVerify).
+        client.set_discovered(_discovered(client, status))
     if facts.quorate is False:
         conds[QUORATE] = _false(
             "QuorumLost",
@@ -468,6 +588,8 @@ async def _read_cluster(
         conds[QUORATE] = _true(
             "Quorate", f"cluster '{facts.cluster_name}'" if facts.cluster_name else "standalone node"
         )
+    elif status is not None:
+        conds[QUORATE] = _unknown("QuorumUnknown", "GET /cluster/status did not report whether the cluster is quorate")
 
     def outcome(ready: bool, reason: str, message: str, *, transient: bool = True) -> Outcome:
         return Outcome(
@@ -477,7 +599,8 @@ async def _read_cluster(
             transient=transient,
             conditions=conds,
             facts=facts,
-            endpoints=discovered if spec.discover_endpoints else None,
+            endpoints=list(client.discovered) if spec.discover_endpoints else None,
+            endpoints_for=basis if spec.discover_endpoints else None,
             active_endpoint=client.active_endpoint,
             auth=auth,
         )
@@ -495,6 +618,16 @@ async def _read_cluster(
     )
 
 
+#: Failures that are an HTTP answer from Proxmox. Anything else (HostNotAllowed, an unexpected error) says
+#: nothing about reachability: it stays Unknown.
+_ANSWERED = (
+    pve_errors.AuthenticationFailed,
+    pve_errors.PermissionDenied,
+    pve_errors.ServerError,
+    pve_errors.InvalidResponse,
+)
+
+
 def _failed(
     exc: ProxmoxError, conds: dict[str, Cond], tls_ok: Cond, client: ProxmoxClient, auth: AuthStatus
 ) -> Outcome:
@@ -504,7 +637,7 @@ def _failed(
     elif isinstance(exc, pve_errors.TLSError):
         conds[REACHABLE] = _false(exc.reason, str(exc))
         conds[TLS_VERIFIED] = _false(exc.reason, str(exc))
-    else:  # an HTTP answer came back: the transport works
+    elif isinstance(exc, _ANSWERED):  # an HTTP answer came back: the transport works
         conds[REACHABLE] = _true("Connected", f"{client.active_endpoint or exc.endpoint} answers")
         conds[TLS_VERIFIED] = tls_ok
         if isinstance(exc, pve_errors.AuthenticationFailed):
@@ -547,17 +680,19 @@ async def _permissions(client: ProxmoxClient) -> Cond:
 def _facts(version: Any, nodes: Any, status: Any) -> Facts:
     cluster = next((e for e in status or () if e.type == "cluster"), None)
     members = {e.name: e for e in status or () if e.type == "node" and e.name}
-    items = []
+    items: dict[str, NodeStatus] = {}
     for n in nodes:
+        if n.node in items:
+            continue  # listed twice: the status list is keyed by name, the first entry counts
         member = members.get(n.node)
         online = bool(member.online) if member is not None and member.online is not None else n.status == "online"
-        items.append(
-            NodeStatus(name=n.node, online=online, ip=member.ip if member else None, level=n.level if n.level else None)
+        items[n.node] = NodeStatus(
+            name=n.node, online=online, ip=member.ip if member else None, level=n.level if n.level else None
         )
-    items.sort(key=lambda i: i.name)
-    online = sum(1 for i in items if i.online)
-    if status is None:
-        quorate = None
+    listed = sorted(items.values(), key=lambda i: i.name)
+    online = sum(1 for i in listed if i.online)
+    if status is None or (cluster is not None and cluster.quorate is None):
+        quorate = None  # not readable, or not reported: Unknown, not lost
     elif cluster is not None:
         quorate = bool(cluster.quorate)
     else:
@@ -566,14 +701,25 @@ def _facts(version: Any, nodes: Any, status: Any) -> Facts:
     local = next((e.name for e in status or () if e.type == "node" and e.local), None)
     return Facts(
         version=VersionInfo(version=version.version, release=version.release, repoid=version.repoid),
-        nodes=NodesStatus(total=len(items), online=online, summary=f"{online}/{len(items)}", items=items),
+        nodes=NodesStatus(total=len(listed), online=online, summary=f"{online}/{len(listed)}", items=listed),
         cluster_name=name,
         quorate=quorate,
-        identity=f"cluster:{name}" if name else (f"node:{local}" if local else None),
+        identity=_identity(name, local, nodes),
     )
 
 
-def _discovered(spec: ProxmoxClusterSpec, client: ProxmoxClient, status: Any) -> list[str]:
+def _identity(cluster_name: str | None, local: str | None, nodes: Any) -> str | None:
+    """What identifies a Proxmox cluster: its name (or the standalone node's) and its nodes' certificate
+    fingerprints (``ssl_fingerprint`` in ``/nodes``). Unrelated clusters never share node certificates, so two
+    standalone hosts both called ``pve`` are not taken for one. Without fingerprints there is no identity."""
+    prints = sorted({n.ssl_fingerprint.upper() for n in nodes if n.ssl_fingerprint})
+    name = f"cluster:{cluster_name}" if cluster_name else (f"node:{local}" if local else None)
+    if name is None or not prints:
+        return None
+    return hashlib.sha256(f"{name}|{','.join(prints)}".encode()).hexdigest()
+
+
+def _discovered(client: ProxmoxClient, status: Any) -> list[str]:
     """API endpoints of the cluster's nodes, from their addresses in /cluster/status, minus configured ones."""
     configured = set(client.configured)
     urls = []
@@ -583,21 +729,6 @@ def _discovered(spec: ProxmoxClusterSpec, client: ProxmoxClient, status: Any) ->
             if url not in configured and url not in urls:
                 urls.append(url)
     return urls
-
-
-def trust_identity(spec: ProxmoxClusterSpec) -> str:
-    """What the operator trusts for a resource: two resources with the same cluster name and the same trust
-    register the same Proxmox cluster."""
-    tls = spec.tls
-    if tls is None:
-        return "system"
-    parts = [
-        hashlib.sha256(tls.ca_bundle.encode()).hexdigest() if tls.ca_bundle else "",
-        f"{tls.ca_bundle_ref.kind}/{tls.ca_bundle_ref.name}/{tls.ca_bundle_ref.key}" if tls.ca_bundle_ref else "",
-        ",".join(sorted(f.upper() for f in tls.fingerprints or ())),
-        "insecure" if tls.insecure_skip_verify else "",
-    ]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
 def next_status(
@@ -648,6 +779,7 @@ def next_status(
         nodes=facts.nodes if facts else prev.nodes,
         node_count=facts.nodes.total if facts else prev.node_count,
         endpoints=outcome.endpoints if outcome.endpoints is not None else prev.endpoints,
+        endpoints_for=outcome.endpoints_for if outcome.endpoints is not None else prev.endpoints_for,
         active_endpoint=outcome.active_endpoint if facts else prev.active_endpoint,
         auth=outcome.auth or prev.auth,
         last_probe_time=at if probed else prev.last_probe_time,
@@ -713,11 +845,14 @@ def delay_after(
     if outcome.ready:
         base = interval
     else:
-        base = min(tuning.backoff_max, interval, tuning.backoff_base * 2 ** max(0, failures - 1))
+        # The exponent is capped: 2.0 ** 1025 would raise OverflowError after a thousand failures.
+        base = min(tuning.backoff_max, interval, tuning.backoff_base * 2.0 ** min(max(0, failures - 1), 30))
         if not outcome.transient:
             base = max(base, min(tuning.slow_backoff_min, interval))
         if outcome.retry_after:
-            base = max(base, outcome.retry_after)
+            # A server's Retry-After is honoured up to the probe interval, never beyond: a hostile or broken
+            # endpoint cannot stop probing with a huge value.
+            base = max(base, min(outcome.retry_after, interval))
     return base * (0.9 + 0.2 * rng())
 
 
@@ -764,20 +899,13 @@ async def reconcile_once(
             )
             extra[PAUSED] = _true("Paused", outcome.message)
         else:
-            outcome = await probe(key, spec, kube, registry, tuning, known_endpoints=previous.get("endpoints"))
+            outcome = await _guarded_probe(
+                key, spec, kube, registry, tuning, known=KnownEndpoints.from_status(previous)
+            )
             extra[PAUSED] = None
     if spec is not None and outcome.facts is not None and outcome.facts.identity:
-        first = registry.claim(
-            f"{outcome.facts.identity}|{trust_identity(spec)}", key, str(meta.get("creationTimestamp", ""))
-        )
-        extra[DUPLICATE] = (
-            _true(
-                "Duplicate",
-                f"the same Proxmox cluster is also registered by {first} (registered earlier); both are served",
-            )
-            if first is not None
-            else None
-        )
+        first = registry.claim(outcome.facts.identity, key, str(meta.get("creationTimestamp", "")))
+        extra[DUPLICATE] = _duplicate(key, first) if first is not None else None
 
     status = next_status(previous, outcome, generation=generation, at=conditions.now(), extra=extra, probed=not paused)
     await kube.patch_status(key.namespace, key.name, status.model_dump(by_alias=True, mode="json"))
@@ -785,6 +913,33 @@ async def reconcile_once(
         (log.info if type_ == "Normal" else log.warning)("%s: %s: %s", key, reason, message)
         kube.post_event(body, type_=type_, reason=reason, message=message)
     return outcome, probe_interval(spec, tuning)
+
+
+async def _guarded_probe(
+    key: Key, spec: ProxmoxClusterSpec, kube: Kube, registry: Registry, tuning: Tuning, *, known: KnownEndpoints
+) -> Outcome:
+    """A probe whose unexpected failure is still written to status (Ready=False, InternalError), so an old
+    Ready=True never stays behind it. Kubernetes failures go up: the round is retried without a write."""
+    try:
+        return await probe(key, spec, kube, registry, tuning, known=known)
+    except (ObjectGone, KubeUnavailable):
+        raise
+    except Exception as exc:
+        log.exception("%s: unexpected error in a probe", key)
+        return _stopped_early(
+            "InternalError",
+            f"the probe failed unexpectedly ({type(exc).__name__}); the operator's log has the details, and the "
+            "probe is retried",
+        )
+
+
+def _duplicate(key: Key, first: Key) -> Cond:
+    """Duplicate, naming the earlier registrant only when it is in the resource's own namespace: a user of one
+    namespace learns nothing about the objects of another."""
+    who = str(first) if first.namespace == key.namespace else "a ProxmoxCluster in another namespace"
+    return _true(
+        "Duplicate", f"the same Proxmox cluster is also registered by {who} (registered earlier); both are served"
+    )
 
 
 async def run_worker(

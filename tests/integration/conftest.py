@@ -30,6 +30,7 @@ pytestmark = pytest.mark.integration
 CRD_NAME = "proxmoxclusters.proxmox-operator.dev"
 OPERATOR_NS = "proxmox-operator-system"
 OPERATOR_SA = "proxmox-operator"
+CREDENTIALS_LABEL = "proxmox-operator.dev/credentials"
 
 
 def _start_local_cluster(config: pytest.Config) -> Path:
@@ -197,11 +198,24 @@ def namespace(cluster: Cluster, crd: str) -> Iterator[str]:
     yield from scratch_namespace(cluster, TEST_NS_PREFIX)
 
 
-def secret_manifest(name: str, namespace: str, data: dict[str, str]) -> dict[str, Any]:
+def secret_manifest(
+    name: str,
+    namespace: str,
+    data: dict[str, str],
+    *,
+    labelled: bool = True,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A Secret; ``labelled`` adds the opt-in label without which the operator never uses it."""
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    if labelled:
+        metadata["labels"] = {CREDENTIALS_LABEL: "true"}
+    if annotations:
+        metadata["annotations"] = annotations
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": name, "namespace": namespace},
+        "metadata": metadata,
         "type": "Opaque",
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
     }
@@ -297,3 +311,26 @@ def closed_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# Tests that kill, stop or watch an operator process of their own work in a pxo-life-* namespace that only it
+# serves.
+@pytest.fixture
+def life_namespace(cluster: Cluster, crd: str) -> Iterator[str]:
+    yield from scratch_namespace(cluster, LIFE_NS_PREFIX)
+
+
+@pytest.fixture
+def own_operator(
+    cluster: Cluster, operator_kubeconfig: Path, life_namespace: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(
+        operator_kubeconfig, tmp_path / "operator.log", [*OPERATOR_ARGS, "--namespace", life_namespace]
+    )
+    op.start()
+    yield op
+    # Release the finalizers while this test's operator still runs: no other operator serves the namespace.
+    if not op.alive():
+        op.start()
+    cluster.kubectl("delete", "pxc", "--all", "-n", life_namespace, "--wait=true", "--timeout=30s", check=False)
+    op.stop()

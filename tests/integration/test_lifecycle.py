@@ -11,7 +11,6 @@ import secrets
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -24,7 +23,6 @@ from tests.integration.conftest import (
     apply,
     pxc_manifest,
     register,
-    scratch_namespace,
     secret_manifest,
 )
 from tests.integration.kube import ROOT, Cluster, event_reasons, get_pxc, wait_condition, wait_for
@@ -33,27 +31,6 @@ from tests.integration.pve import PVE, TOKEN_ID
 pytestmark = pytest.mark.integration
 
 FAST = {"healthCheck": {"intervalSeconds": 10}}
-
-
-@pytest.fixture
-def life_namespace(cluster: Cluster, crd: str) -> Iterator[str]:
-    yield from scratch_namespace(cluster, LIFE_NS_PREFIX)
-
-
-@pytest.fixture
-def own_operator(
-    cluster: Cluster, operator_kubeconfig: Path, life_namespace: str, tmp_path: Path
-) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(
-        operator_kubeconfig, tmp_path / "operator.log", [*OPERATOR_ARGS, "--namespace", life_namespace]
-    )
-    op.start()
-    yield op
-    # Release the finalizers while this test's operator still runs: no other operator serves the namespace.
-    if not op.alive():
-        op.start()
-    cluster.kubectl("delete", "pxc", "--all", "-n", life_namespace, "--wait=true", "--timeout=30s", check=False)
-    op.stop()
 
 
 def test_sigkill_mid_round_converges_without_an_event_storm(

@@ -158,6 +158,30 @@ def test_nothing_listening_is_unreachable(
             "exactly one of endpoint or endpoints",
         ),
         ({"endpoints": ["https://a:8006", "http://b:8006"], "credentialsRef": {"name": "x"}}, "endpoints"),
+        # Userinfo would put a password into status, Events and logs; a query or fragment has no place either.
+        ({"endpoint": "https://root:pw@127.0.0.1:8006", "credentialsRef": {"name": "x"}}, "endpoint"),
+        ({"endpoints": ["https://u@127.0.0.1:8006"], "credentialsRef": {"name": "x"}}, "endpoints"),
+        ({"endpoint": "https://127.0.0.1:8006/?a=b", "credentialsRef": {"name": "x"}}, "endpoint"),
+        ({"endpoint": "https://127.0.0.1:8006#frag", "credentialsRef": {"name": "x"}}, "endpoint"),
+        ({"endpoint": "https://127.0.0.1:70000", "credentialsRef": {"name": "x"}}, "endpoint"),
+        ({"endpoints": ["https://127.0.0.1:99999"], "credentialsRef": {"name": "x"}}, "endpoints"),
+        ({"endpoint": "https://127.0.0.1:0", "credentialsRef": {"name": "x"}}, "endpoint"),
+        (
+            {
+                "endpoint": "https://127.0.0.1:8006",
+                "credentialsRef": {"name": "x"},
+                "tls": {"insecureSkipVerify": True, "caBundle": "-----BEGIN CERTIFICATE-----\nx"},
+            },
+            "insecureSkipVerify",
+        ),
+        (
+            {
+                "endpoint": "https://127.0.0.1:8006",
+                "credentialsRef": {"name": "x"},
+                "tls": {"insecureSkipVerify": True, "caBundleRef": {"kind": "ConfigMap", "name": "ca"}},
+            },
+            "insecureSkipVerify",
+        ),
         (
             {
                 "endpoint": "https://127.0.0.1:8006",

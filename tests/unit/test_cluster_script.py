@@ -90,11 +90,22 @@ def env(tmp_path: Path) -> Iterator[Env]:
             "PXO_CLUSTER_DIR": str(tmp_path / "state"),
             "PXO_GO": str(go),
             "FAKE_GO_LOG": str(tmp_path / "go.log"),
+            # Free ports of its own: a control plane running on the default ones must not matter here.
+            **{var: str(_free_port()) for var in PORT_VARS},
         },
     )
     yield e
     for pid, _ in e.builds():  # never leave a fake build sleeping
         _kill_group(pid)
+
+
+PORT_VARS = ("PXO_APISERVER_PORT", "PXO_ETCD_PORT", "PXO_ETCD_PEER_PORT", "PXO_KCM_PORT")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _kill_group(pid: int) -> None:

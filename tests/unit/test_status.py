@@ -9,7 +9,6 @@ from proxmox_operator.models import (
     ConditionStatus,
     NodesStatus,
     NodeStatus,
-    ProxmoxClusterSpec,
     VersionInfo,
 )
 from proxmox_operator.proxmox import ClusterStatusEntry, Node, Version
@@ -24,11 +23,11 @@ from proxmox_operator.reconcile import (
     Outcome,
     Registry,
     Tuning,
+    _duplicate,
     _facts,
     delay_after,
     events_for,
     next_status,
-    trust_identity,
 )
 
 T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
@@ -209,17 +208,12 @@ def test_registry_names_the_first_registrant_as_the_original() -> None:
     assert registry.claim("cluster:other|x", b, "2026-01-02T00:00:00Z") is None  # b moved to another cluster
 
 
-def test_trust_identity_separates_trust_configurations() -> None:
-    def spec(tls: dict[str, Any] | None) -> ProxmoxClusterSpec:
-        raw: dict[str, Any] = {"endpoint": "https://a:8006", "credentialsRef": {"name": "s"}}
-        if tls is not None:
-            raw["tls"] = tls
-        return ProxmoxClusterSpec.model_validate(raw)
-
-    fp = ":".join(["AB"] * 32)
-    assert trust_identity(spec(None)) == trust_identity(spec(None))
-    assert trust_identity(spec({"caBundle": "x"})) != trust_identity(spec({"caBundle": "y"}))
-    assert trust_identity(spec({"fingerprints": [fp]})) == trust_identity(spec({"fingerprints": [fp.lower()]}))
+def test_duplicate_names_only_a_registrant_of_the_same_namespace() -> None:
+    assert "team-a/first" in _duplicate(Key("team-a", "second"), Key("team-a", "first")).message
+    other = _duplicate(Key("team-b", "mine"), Key("team-a", "first")).message
+    assert "team-a" not in other
+    assert "first" not in other
+    assert "another namespace" in other
 
 
 def test_condition_parse_drops_invalid_entries() -> None:
@@ -241,7 +235,8 @@ def test_facts_from_a_clustered_answer() -> None:
         ClusterStatusEntry(type="node", name="pve2", online=0, local=0, ip="127.0.0.2"),
     ]
     facts = _facts(Version(version="8.4.1"), nodes, status)
-    assert (facts.cluster_name, facts.quorate, facts.identity) == ("lab", False, "cluster:lab")
+    assert (facts.cluster_name, facts.quorate) == ("lab", False)
+    assert facts.identity is None, "without certificate fingerprints nothing identifies the cluster"
     # /cluster/status (corosync membership) decides online, and items are sorted by name.
     assert [(i.name, i.online, i.ip, i.level) for i in facts.nodes.items] == [
         ("pve1", True, "127.0.0.1", "c"),
@@ -254,7 +249,52 @@ def test_facts_from_a_standalone_node_and_without_privileges() -> None:
     nodes = [Node(node="pve", status="online")]
     standalone = [ClusterStatusEntry(type="node", name="pve", online=1, local=1, nodeid=0, ip="127.0.0.1")]
     facts = _facts(Version(version="9.0.4"), nodes, standalone)
-    assert (facts.cluster_name, facts.quorate, facts.identity) == (None, True, "node:pve")
+    assert (facts.cluster_name, facts.quorate) == (None, True)
     no_status = _facts(Version(version="9.0.4"), nodes, None)  # 403 on /cluster/status
     assert (no_status.quorate, no_status.identity) == (None, None)
     assert no_status.nodes.summary == "1/1"
+
+
+FP_A, FP_B = ":".join(["AA"] * 32), ":".join(["BB"] * 32)
+
+
+def test_identity_tells_unrelated_standalone_hosts_with_one_name_apart() -> None:
+    standalone = [ClusterStatusEntry(type="node", name="pve", online=1, local=1, ip="127.0.0.1")]
+
+    def identity(*prints: str) -> str | None:
+        nodes = [Node(node="pve", status="online", ssl_fingerprint=p) for p in prints]
+        return _facts(Version(version="8.4.1"), nodes[:1], standalone).identity
+
+    assert identity(FP_A) is not None
+    assert identity(FP_A) == identity(FP_A.lower()), "the same host, however its fingerprint is spelled"
+    assert identity(FP_A) != identity(FP_B), "two hosts called pve are two clusters"
+
+
+def test_identity_of_a_cluster_is_its_name_and_node_certificates() -> None:
+    def identity(name: str, *prints: str) -> str | None:
+        nodes = [Node(node=f"pve{i}", status="online", ssl_fingerprint=p) for i, p in enumerate(prints)]
+        st = [ClusterStatusEntry(type="cluster", name=name, quorate=1, nodes=len(nodes))]
+        return _facts(Version(version="8.4.1"), nodes, st).identity
+
+    assert identity("lab", FP_A, FP_B) == identity("lab", FP_B, FP_A)
+    assert identity("lab", FP_A, FP_B) != identity("lab", FP_A)
+    assert identity("lab", FP_A) != identity("prod", FP_A)
+
+
+def test_a_node_listed_twice_appears_once() -> None:
+    nodes = [Node(node="pve1", status="online"), Node(node="pve1", status="offline"), Node(node="pve2")]
+    facts = _facts(Version(version="8.4.1"), nodes, [ClusterStatusEntry(type="cluster", name="lab", quorate=1)])
+    assert [i.name for i in facts.nodes.items] == ["pve1", "pve2"]
+    assert facts.nodes.total == 2
+
+
+def test_a_missing_quorate_field_is_unknown_not_lost() -> None:
+    facts = _facts(Version(version="8.4.1"), [Node(node="pve1")], [ClusterStatusEntry(type="cluster", name="lab")])
+    assert facts.quorate is None
+
+
+def test_backoff_survives_a_thousand_failures_and_caps_retry_after_at_the_interval() -> None:
+    tuning = Tuning()
+    assert delay_after(DOWN, 5000, tuning, 60, lambda: 0.5) == 60
+    huge = Outcome(ready=False, reason="ServerError", message="", retry_after=float("inf"))
+    assert delay_after(huge, 1, tuning, 60, lambda: 0.5) == 60
