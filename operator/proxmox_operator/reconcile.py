@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import logging
 import random
+import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -47,11 +48,13 @@ from proxmox_operator.proxmox import (
     AllowedHostsInvalid,
     CredentialsInvalid,
     Limits,
+    Node,
     ProxmoxClient,
     ProxmoxError,
     Timeouts,
     TrustConfig,
     TrustConfigInvalid,
+    Version,
     endpoint_for_ip,
     from_secret_data,
 )
@@ -127,6 +130,12 @@ class Tuning:
     #: failed login by 3 s; never hammer it with bad credentials.
     slow_backoff_min: float = 10.0
     allow_cross_namespace_secrets: bool = False
+    #: A status in which nothing changed is written again only when its lastProbeTime is this old (seconds):
+    #: lastProbeTime is a coarse heartbeat, while every change a user can see is written at once.
+    status_refresh: float = 600.0
+    #: Version, node list and permissions are read again after this many seconds (and whenever the client is
+    #: rebuilt); quorum and membership on every probe.
+    facts_refresh: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -181,9 +190,28 @@ class Outcome:
 
 
 @dataclass
+class SlowFacts:
+    """What a cluster rarely changes, read at login and then every ``Tuning.facts_refresh`` seconds: the version,
+    the node list (certificate fingerprints, subscription level) and the effective permissions. Kept with the
+    client, so new credentials or endpoints read them again at once."""
+
+    version: Version | None = None
+    nodes: list[Node] = field(default_factory=list)
+    permissions: Cond = field(default_factory=_unknown)
+    read_at: float | None = None
+
+    def due(self, now: float, every: float) -> bool:
+        return self.version is None or self.read_at is None or now - self.read_at >= every
+
+    def store(self, version: Version, nodes: list[Node], permissions: Cond, now: float) -> None:
+        self.version, self.nodes, self.permissions, self.read_at = version, nodes, permissions, now
+
+
+@dataclass
 class _Connection:
     client: ProxmoxClient
     fingerprint: str
+    slow: SlowFacts = field(default_factory=SlowFacts)
 
 
 class Registry:
@@ -295,6 +323,11 @@ class Registry:
         )
         self._connections[key] = _Connection(client=client, fingerprint=fingerprint)
         return client
+
+    def slow_facts(self, key: Key) -> SlowFacts:
+        """The slowly changing facts of the resource's current client (fresh when the client was rebuilt)."""
+        conn = self._connections.get(key)
+        return conn.slow if conn is not None else SlowFacts()
 
     async def disconnect(self, key: Key) -> bool:
         """Close the resource's client (pause), keeping what the worker needs to resume. Returns whether it had
@@ -494,7 +527,9 @@ async def probe(
     if spec.discover_endpoints and not client.discovered and known.endpoints and known.basis == basis:
         client.set_discovered(known.endpoints)  # from status: discovery survives an operator restart
     auth = AuthStatus(method="token" if creds.method == "token" else "password", id=creds.identity)
-    return await _read_cluster(spec, client, trust, auth, basis)
+    return await _read_cluster(
+        spec, client, trust, auth, basis, slow=registry.slow_facts(key), facts_refresh=tuning.facts_refresh
+    )
 
 
 def _allowed_hosts(spec: ProxmoxClusterSpec, secret: Secret, where: str) -> AllowedHosts | Outcome | None:
@@ -548,7 +583,14 @@ def discovery_basis(
 
 
 async def _read_cluster(
-    spec: ProxmoxClusterSpec, client: ProxmoxClient, trust: TrustConfig, auth: AuthStatus, basis: str
+    spec: ProxmoxClusterSpec,
+    client: ProxmoxClient,
+    trust: TrustConfig,
+    auth: AuthStatus,
+    basis: str,
+    *,
+    slow: SlowFacts,
+    facts_refresh: float,
 ) -> Outcome:
     conds: dict[str, Cond] = {t: _unknown() for t in PROBE_CONDITIONS}
     tls_ok = (
@@ -557,21 +599,29 @@ async def _read_cluster(
         else _false("InsecureSkipVerify", "certificate verification is off (spec.tls.insecureSkipVerify)")
     )
     client.begin_round()
-    version = nodes = None
+    version: Version | None
     try:
         await client.login()
-        version = await client.version()
-        conds[REACHABLE] = _true("Connected", f"{client.active_endpoint} answers")
-        conds[TLS_VERIFIED] = tls_ok
-        conds[AUTHENTICATED] = _true("LoggedIn", f"as {auth.id} ({auth.method})")
-        nodes = await client.nodes()
+        # Every probe: quorum, membership and node addresses. One request with a token.
         try:
             status = await client.cluster_status()
         except pve_errors.PermissionDenied as exc:
-            status = None
-            conds[PERMISSIONS] = _false("PermissionDenied", _lacking(client, REQUIRED_PRIVILEGES, f" ({exc})"))
+            status, denied = None, exc
+        conds[REACHABLE] = _true("Connected", f"{client.active_endpoint} answers")
+        conds[TLS_VERIFIED] = tls_ok
+        conds[AUTHENTICATED] = _true("LoggedIn", f"as {auth.id} ({auth.method})")
+        # What rarely changes (version, node list with certificates and subscription, permissions): when the
+        # client is new (login, changed credentials or endpoints) and then every `facts_refresh` seconds.
+        if status is None or slow.due(time.monotonic(), facts_refresh):
+            version, nodes = await client.version(), await client.nodes()
+            if status is None:
+                perms = _false("PermissionDenied", _lacking(client, REQUIRED_PRIVILEGES, f" ({denied})"))
+            else:
+                perms = await _permissions(client)
+                slow.store(version, nodes, perms, time.monotonic())
         else:
-            conds[PERMISSIONS] = await _permissions(client)
+            version, nodes, perms = slow.version, slow.nodes, slow.permissions
+        conds[PERMISSIONS] = perms
     except ProxmoxError as exc:
         return _failed(exc, conds, tls_ok, client, auth)
     facts = _facts(version, nodes, status)
@@ -689,6 +739,9 @@ def _facts(version: Any, nodes: Any, status: Any) -> Facts:
         items[n.node] = NodeStatus(
             name=n.node, online=online, ip=member.ip if member else None, level=n.level if n.level else None
         )
+    for name, member in members.items():
+        if name not in items:  # joined since the node list was last read: membership is read every probe
+            items[name] = NodeStatus(name=name, online=bool(member.online), ip=member.ip)
     listed = sorted(items.values(), key=lambda i: i.name)
     online = sum(1 for i in listed if i.online)
     if status is None or (cluster is not None and cluster.quorate is None):
@@ -785,6 +838,30 @@ def next_status(
         last_probe_time=at if probed else prev.last_probe_time,
         conditions=[*new.values(), *kept],
     )
+
+
+def worth_writing(previous: Mapping[str, Any] | None, status: ProxmoxClusterStatus, *, refresh: float) -> bool:
+    """Whether a status must be written: something a user can see changed, or ``lastProbeTime`` is older than
+    ``refresh`` seconds. Every write is a watch event for every watcher (this operator, Argo CD, Flux) and an
+    etcd write; Kubernetes moved node heartbeats out of Node status into Leases for the same reason."""
+    if not previous:
+        return True
+    try:
+        before = ProxmoxClusterStatus.model_validate(previous)
+    except ValidationError:
+        return True
+    if _visible(before) != _visible(status):
+        return True
+    if status.last_probe_time is None or before.last_probe_time is None:
+        return status.last_probe_time != before.last_probe_time
+    return (status.last_probe_time - before.last_probe_time).total_seconds() >= refresh
+
+
+def _visible(status: ProxmoxClusterStatus) -> dict[str, Any]:
+    """Everything but lastProbeTime, conditions keyed by type (their order carries no meaning)."""
+    dumped = status.model_dump(by_alias=True, mode="json", exclude={"last_probe_time"}, exclude_none=True)
+    dumped["conditions"] = {c["type"]: c for c in dumped.get("conditions", [])}
+    return dumped
 
 
 def _parse_status(raw: Mapping[str, Any] | None) -> ProxmoxClusterStatus | None:
@@ -908,7 +985,8 @@ async def reconcile_once(
         extra[DUPLICATE] = _duplicate(key, first) if first is not None else None
 
     status = next_status(previous, outcome, generation=generation, at=conditions.now(), extra=extra, probed=not paused)
-    await kube.patch_status(key.namespace, key.name, status.model_dump(by_alias=True, mode="json"))
+    if worth_writing(previous, status, refresh=tuning.status_refresh):
+        await kube.patch_status(key.namespace, key.name, status.model_dump(by_alias=True, mode="json"))
     for type_, reason, message in events_for(previous, status):
         (log.info if type_ == "Normal" else log.warning)("%s: %s: %s", key, reason, message)
         kube.post_event(body, type_=type_, reason=reason, message=message)

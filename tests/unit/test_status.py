@@ -22,12 +22,14 @@ from proxmox_operator.reconcile import (
     Key,
     Outcome,
     Registry,
+    SlowFacts,
     Tuning,
     _duplicate,
     _facts,
     delay_after,
     events_for,
     next_status,
+    worth_writing,
 )
 
 T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
@@ -298,3 +300,26 @@ def test_backoff_survives_a_thousand_failures_and_caps_retry_after_at_the_interv
     assert delay_after(DOWN, 5000, tuning, 60, lambda: 0.5) == 60
     huge = Outcome(ready=False, reason="ServerError", message="", retry_after=float("inf"))
     assert delay_after(huge, 1, tuning, 60, lambda: 0.5) == 60
+
+
+def test_status_is_written_only_when_something_visible_changed_or_the_heartbeat_is_old() -> None:
+    written = dump(OK, None, T0)
+    later = T0 + timedelta(seconds=61)
+    same = next_status(written, OK, generation=1, at=later)
+    assert not worth_writing(written, same, refresh=600), "only lastProbeTime moved"
+    reordered = {**written, "conditions": list(reversed(written["conditions"]))}
+    assert not worth_writing(reordered, same, refresh=600), "condition order carries no meaning"
+    assert worth_writing(written, next_status(written, DOWN, generation=1, at=later), refresh=600)
+    assert worth_writing(written, next_status(written, OK, generation=2, at=later), refresh=600), "new generation"
+    stale = next_status(written, OK, generation=1, at=T0 + timedelta(seconds=600))
+    assert worth_writing(written, stale, refresh=600), "the coarse heartbeat"
+    assert worth_writing(None, same, refresh=600)
+    assert worth_writing({"conditions": "garbage"}, same, refresh=600)
+
+
+def test_slow_facts_are_due_when_new_and_after_the_refresh_interval() -> None:
+    slow = SlowFacts()
+    assert slow.due(1000.0, 600)
+    slow.store(Version(version="8.4.1"), [Node(node="pve1")], Cond(TRUE, "Sufficient"), 1000.0)
+    assert not slow.due(1599.0, 600)
+    assert slow.due(1600.0, 600)
