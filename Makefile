@@ -26,10 +26,11 @@ $(STAMP): pyproject.toml simulator/pyproject.toml
 crds: $(STAMP) ## regenerate crds/ from operator/proxmox_operator/models.py
 	$(BIN)/python -m proxmox_operator.crdgen crds/proxmoxclusters.yaml
 
-lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
+lint: $(STAMP) ## ruff (lint + format check), mypy --strict, and the layer contracts of .importlinter
 	$(BIN)/ruff check operator simulator tests bench
 	$(BIN)/ruff format --check operator simulator tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # The control plane is built before pytest starts (the first time: 6-9 minutes on 2 cores, with progress), so a
 # build never runs under a test's timeout; the test fixtures only start what is built.

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import kopf
 
-from proxmox_operator import handlers, reconcile
+from proxmox_operator import handlers, settings
 
 
 def _seconds(minimum: float) -> Callable[[str], float]:
@@ -90,7 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     kopf.configure(verbose=args.verbose, quiet=args.quiet, log_format=kopf.LogFormat.FULL)
-    tuning = reconcile.Tuning(
+    tuning = settings.Tuning(
         probe_interval=args.probe_interval,
         backoff_base=args.backoff_base,
         backoff_max=args.backoff_max,

@@ -1,4 +1,4 @@
-"""kopf registrations, and nothing else: each handler delegates to :mod:`.reconcile`.
+"""kopf registrations, and nothing else: each handler delegates to :mod:`.controller`.
 
 Why a daemon and event handlers, not create/update/delete handlers:
 
@@ -25,7 +25,11 @@ from typing import Any
 
 import kopf
 
-from proxmox_operator import kube, models, reconcile, secretstore
+from proxmox_operator import kube, models, secretstore
+from proxmox_operator.controller.ports import Key
+from proxmox_operator.controller.registry import Registry
+from proxmox_operator.controller.worker import is_paused, run_worker
+from proxmox_operator.settings import Tuning
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +57,10 @@ def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10
     kube.load_config()
-    memo.registry = reconcile.Registry()
+    memo.registry = Registry()
     memo.kube = kube.KubeClient()
     if "tuning" not in memo:
-        memo.tuning = reconcile.Tuning()
+        memo.tuning = Tuning()
 
 
 @kopf.on.cleanup()
@@ -70,11 +74,11 @@ async def worker(
     *, body: kopf.Body, namespace: str | None, name: str, memo: Any, stopped: kopf.DaemonStopped, **_: Any
 ) -> None:
     """Register the cluster and keep its status true until the resource is deleted."""
-    key = reconcile.Key(namespace or "", name)
+    key = Key(namespace or "", name)
     stopping = asyncio.Event()
     relay = asyncio.create_task(_relay(stopped, stopping))
     try:
-        await reconcile.run_worker(
+        await run_worker(
             key, lambda: _plain(body), kube=memo.kube, registry=memo.registry, tuning=memo.tuning, stopping=stopping
         )
     finally:
@@ -101,9 +105,9 @@ async def _relay(stopped: kopf.DaemonStopped, stopping: asyncio.Event) -> None:
 def resource_changed(*, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     """Wake the worker when the spec changed (a new generation) or it was paused or resumed; the operator's own
     status writes do not wake it."""
-    key = reconcile.Key(namespace or "", name)
+    key = Key(namespace or "", name)
     meta = body.get("metadata", {})
-    if memo.registry.changed(key, meta.get("generation"), reconcile.is_paused(meta)):
+    if memo.registry.changed(key, meta.get("generation"), is_paused(meta)):
         memo.registry.wake(key)
 
 

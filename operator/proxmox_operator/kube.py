@@ -1,4 +1,4 @@
-"""The Kubernetes side of the reconciler: Secret reads and status writes with the ``kubernetes`` package,
+"""The Kubernetes side of the controller: Secret reads and status writes with the ``kubernetes`` package,
 Events through kopf.
 
 Why not kopf for the status write: kopf applies a daemon's ``patch`` only when the daemon function returns,
@@ -21,7 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from proxmox_operator import models, secretstore
-from proxmox_operator.reconcile import KubeUnavailable, ObjectGone, SecretForbidden
+from proxmox_operator.controller.ports import KubeUnavailable, ObjectGone, SecretForbidden
 from proxmox_operator.secretstore import Secret, SecretCache
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def load_config() -> None:
 
 
 class KubeClient:
-    """Implements :class:`proxmox_operator.reconcile.Kube`."""
+    """Implements :class:`proxmox_operator.controller.ports.Kube`."""
 
     def __init__(self, api_client: client.ApiClient | None = None) -> None:
         self._api = api_client or client.ApiClient()

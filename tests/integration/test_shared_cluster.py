@@ -9,9 +9,9 @@ import time
 
 import pytest
 
+from proxmox_operator.controller.sources import discovery_basis
 from proxmox_operator.models import ProxmoxClusterSpec
 from proxmox_operator.proxmox import AllowedHosts, TokenCredentials, TrustConfig
-from proxmox_operator.reconcile import discovery_basis
 from tests.integration.conftest import CREDENTIALS_LABEL, OperatorProcess, apply, pxc_manifest, token_secret
 from tests.integration.kube import Cluster, condition, events, get_pxc, wait_condition, wait_for
 from tests.integration.pve import PVE, TOKEN_ID

@@ -4,6 +4,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from proxmox_operator import conditions
+from proxmox_operator.controller.facts import facts_from
+from proxmox_operator.controller.outcome import DUPLICATE, PAUSED, QUORATE, TLS_VERIFIED, Cond, Facts, Outcome
+from proxmox_operator.controller.ports import Key
+from proxmox_operator.controller.registry import Registry, SlowFacts
+from proxmox_operator.controller.status import (
+    delay_after,
+    duplicate_condition,
+    events_for,
+    next_status,
+    worth_writing,
+)
 from proxmox_operator.models import (
     AuthStatus,
     ConditionStatus,
@@ -12,25 +23,7 @@ from proxmox_operator.models import (
     VersionInfo,
 )
 from proxmox_operator.proxmox import ClusterStatusEntry, Node, Version
-from proxmox_operator.reconcile import (
-    DUPLICATE,
-    PAUSED,
-    QUORATE,
-    TLS_VERIFIED,
-    Cond,
-    Facts,
-    Key,
-    Outcome,
-    Registry,
-    SlowFacts,
-    Tuning,
-    _duplicate,
-    _facts,
-    delay_after,
-    events_for,
-    next_status,
-    worth_writing,
-)
+from proxmox_operator.settings import Tuning
 
 T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 NODES = NodesStatus(
@@ -108,14 +101,14 @@ def test_last_transition_time_moves_only_when_status_flips() -> None:
     assert cond(auth)["reason"] == "AuthenticationFailed"
 
 
-def test_failure_keeps_the_last_known_facts() -> None:
+def test_failure_keeps_the_last_knownfacts_from() -> None:
     down = dump(DOWN, dump(OK, None, T0), T0 + timedelta(minutes=1))
     assert down["version"]["version"] == "8.4.1"
     assert down["nodes"]["summary"] == "3/3" and down["endpoints"] == ["https://127.0.0.2:8006"]
     assert cond(down)["status"] == "False"
 
 
-def test_failure_before_any_success_has_no_facts() -> None:
+def test_failure_before_any_success_has_nofacts_from() -> None:
     status = dump(DOWN, None, T0)
     assert status["version"] is None and status["nodeCount"] is None and status["nodes"] is None
 
@@ -211,8 +204,8 @@ def test_registry_names_the_first_registrant_as_the_original() -> None:
 
 
 def test_duplicate_names_only_a_registrant_of_the_same_namespace() -> None:
-    assert "team-a/first" in _duplicate(Key("team-a", "second"), Key("team-a", "first")).message
-    other = _duplicate(Key("team-b", "mine"), Key("team-a", "first")).message
+    assert "team-a/first" in duplicate_condition(Key("team-a", "second"), Key("team-a", "first")).message
+    other = duplicate_condition(Key("team-b", "mine"), Key("team-a", "first")).message
     assert "team-a" not in other
     assert "first" not in other
     assert "another namespace" in other
@@ -236,7 +229,7 @@ def test_facts_from_a_clustered_answer() -> None:
         ClusterStatusEntry(type="cluster", name="lab", quorate=0, nodes=2),
         ClusterStatusEntry(type="node", name="pve2", online=0, local=0, ip="127.0.0.2"),
     ]
-    facts = _facts(Version(version="8.4.1"), nodes, status)
+    facts = facts_from(Version(version="8.4.1"), nodes, status)
     assert (facts.cluster_name, facts.quorate) == ("lab", False)
     assert facts.identity is None, "without certificate fingerprints nothing identifies the cluster"
     # /cluster/status (corosync membership) decides online, and items are sorted by name.
@@ -250,9 +243,9 @@ def test_facts_from_a_clustered_answer() -> None:
 def test_facts_from_a_standalone_node_and_without_privileges() -> None:
     nodes = [Node(node="pve", status="online")]
     standalone = [ClusterStatusEntry(type="node", name="pve", online=1, local=1, nodeid=0, ip="127.0.0.1")]
-    facts = _facts(Version(version="9.0.4"), nodes, standalone)
+    facts = facts_from(Version(version="9.0.4"), nodes, standalone)
     assert (facts.cluster_name, facts.quorate) == (None, True)
-    no_status = _facts(Version(version="9.0.4"), nodes, None)  # 403 on /cluster/status
+    no_status = facts_from(Version(version="9.0.4"), nodes, None)  # 403 on /cluster/status
     assert (no_status.quorate, no_status.identity) == (None, None)
     assert no_status.nodes.summary == "1/1"
 
@@ -265,7 +258,7 @@ def test_identity_tells_unrelated_standalone_hosts_with_one_name_apart() -> None
 
     def identity(*prints: str) -> str | None:
         nodes = [Node(node="pve", status="online", ssl_fingerprint=p) for p in prints]
-        return _facts(Version(version="8.4.1"), nodes[:1], standalone).identity
+        return facts_from(Version(version="8.4.1"), nodes[:1], standalone).identity
 
     assert identity(FP_A) is not None
     assert identity(FP_A) == identity(FP_A.lower()), "the same host, however its fingerprint is spelled"
@@ -276,7 +269,7 @@ def test_identity_of_a_cluster_is_its_name_and_node_certificates() -> None:
     def identity(name: str, *prints: str) -> str | None:
         nodes = [Node(node=f"pve{i}", status="online", ssl_fingerprint=p) for i, p in enumerate(prints)]
         st = [ClusterStatusEntry(type="cluster", name=name, quorate=1, nodes=len(nodes))]
-        return _facts(Version(version="8.4.1"), nodes, st).identity
+        return facts_from(Version(version="8.4.1"), nodes, st).identity
 
     assert identity("lab", FP_A, FP_B) == identity("lab", FP_B, FP_A)
     assert identity("lab", FP_A, FP_B) != identity("lab", FP_A)
@@ -285,13 +278,13 @@ def test_identity_of_a_cluster_is_its_name_and_node_certificates() -> None:
 
 def test_a_node_listed_twice_appears_once() -> None:
     nodes = [Node(node="pve1", status="online"), Node(node="pve1", status="offline"), Node(node="pve2")]
-    facts = _facts(Version(version="8.4.1"), nodes, [ClusterStatusEntry(type="cluster", name="lab", quorate=1)])
+    facts = facts_from(Version(version="8.4.1"), nodes, [ClusterStatusEntry(type="cluster", name="lab", quorate=1)])
     assert [i.name for i in facts.nodes.items] == ["pve1", "pve2"]
     assert facts.nodes.total == 2
 
 
 def test_a_missing_quorate_field_is_unknown_not_lost() -> None:
-    facts = _facts(Version(version="8.4.1"), [Node(node="pve1")], [ClusterStatusEntry(type="cluster", name="lab")])
+    facts = facts_from(Version(version="8.4.1"), [Node(node="pve1")], [ClusterStatusEntry(type="cluster", name="lab")])
     assert facts.quorate is None
 
 

@@ -1,0 +1,267 @@
+"""One probe of one Proxmox cluster: log in, read ``/cluster/status`` (and, at a slow cadence, the version, the
+node list and the permissions), and turn what was found, or what failed, into an :class:`~.outcome.Outcome`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from proxmox_operator import secretstore
+from proxmox_operator.controller.facts import discovered_endpoints, facts_from
+from proxmox_operator.controller.outcome import (
+    AUTHENTICATED,
+    PERMISSIONS,
+    PROBE_CONDITIONS,
+    QUORATE,
+    REACHABLE,
+    REQUIRED_PRIVILEGES,
+    TLS_VERIFIED,
+    Cond,
+    Outcome,
+    cond_false,
+    cond_true,
+    cond_unknown,
+    stopped_early,
+)
+from proxmox_operator.controller.ports import Key, Kube, SecretForbidden
+from proxmox_operator.controller.registry import Registry, SlowFacts
+from proxmox_operator.controller.sources import (
+    KnownEndpoints,
+    allowed_hosts_of,
+    discovery_basis,
+    not_labeled,
+    read_trust,
+)
+from proxmox_operator.models import (
+    AuthStatus,
+    ConditionStatus,
+    ProxmoxClusterSpec,
+)
+from proxmox_operator.proxmox import (
+    CredentialsInvalid,
+    ProxmoxClient,
+    ProxmoxError,
+    TrustConfig,
+    TrustConfigInvalid,
+    Version,
+    from_secret_data,
+)
+from proxmox_operator.proxmox import errors as pve_errors
+from proxmox_operator.settings import Tuning
+
+
+async def probe(
+    key: Key,
+    spec: ProxmoxClusterSpec,
+    kube: Kube,
+    registry: Registry,
+    tuning: Tuning,
+    *,
+    known: KnownEndpoints | None = None,
+) -> Outcome:
+    """Read the Secret, log in, read the cluster. Never raises for an expected failure."""
+    known = known or KnownEndpoints()
+    ref = spec.credentials_ref
+    secret_ns = ref.namespace or key.namespace
+    where = f"Secret '{ref.name}' in namespace '{secret_ns}'"
+    if secret_ns != key.namespace and not tuning.allow_cross_namespace_secrets:
+        return stopped_early(
+            "SecretNamespaceForbidden",
+            f"{where} is in another namespace than the ProxmoxCluster; move the Secret to namespace "
+            f"'{key.namespace}', or start the operator with --allow-cross-namespace-secrets",
+            transient=False,
+            conds={AUTHENTICATED: cond_false("SecretNamespaceForbidden")},
+        )
+    try:
+        secret = await kube.read_secret(secret_ns, ref.name)
+    except SecretForbidden:
+        return stopped_early(
+            "SecretForbidden",
+            f"the operator may not read {where}; grant its ServiceAccount 'get' on secrets",
+            transient=False,
+            conds={AUTHENTICATED: cond_false("SecretForbidden")},
+        )
+    if secret is None:
+        return stopped_early(
+            "SecretNotFound",
+            f"{where} does not exist; create it with tokenId + tokenSecret or username + password, labelled "
+            f"{secretstore.CREDENTIALS_LABEL}=true",
+            conds={AUTHENTICATED: cond_false("SecretNotFound")},
+        )
+    if not secret.opted_in:
+        return not_labeled(where, ref.name, secret_ns, AUTHENTICATED)
+    try:
+        creds = from_secret_data(dict(secret.data))
+    except CredentialsInvalid as exc:
+        return stopped_early(
+            "SecretInvalid", f"{where}: {exc}", transient=False, conds={AUTHENTICATED: cond_false("SecretInvalid")}
+        )
+    allowed = allowed_hosts_of(spec, secret, where)
+    if isinstance(allowed, Outcome):
+        return allowed
+    trust = await read_trust(key, spec, kube)
+    if isinstance(trust, Outcome):
+        return trust
+    try:
+        client = registry.client(key, spec, creds, trust, allowed)
+    except TrustConfigInvalid as exc:
+        tls = spec.tls
+        field = "spec.tls.caBundleRef" if tls is not None and tls.ca_bundle_ref is not None else "spec.tls.caBundle"
+        message = f"{field}: {exc}"
+        return stopped_early(
+            "TLSConfigInvalid", message, transient=False, conds={TLS_VERIFIED: cond_false("TLSConfigInvalid")}
+        )
+    basis = discovery_basis(spec, trust, secret_ns, creds, allowed)
+    if spec.discover_endpoints and not client.discovered and known.endpoints and known.basis == basis:
+        client.set_discovered(known.endpoints)  # from status: discovery survives an operator restart
+    auth = AuthStatus(method="token" if creds.method == "token" else "password", id=creds.identity)
+    return await read_cluster(
+        spec, client, trust, auth, basis, slow=registry.slow_facts(key), facts_refresh=tuning.facts_refresh
+    )
+
+
+async def read_cluster(
+    spec: ProxmoxClusterSpec,
+    client: ProxmoxClient,
+    trust: TrustConfig,
+    auth: AuthStatus,
+    basis: str,
+    *,
+    slow: SlowFacts,
+    facts_refresh: float,
+) -> Outcome:
+    conds: dict[str, Cond] = {t: cond_unknown() for t in PROBE_CONDITIONS}
+    tls_ok = (
+        cond_true("Verified", f"certificate checked against {trust.description}")
+        if trust.verified
+        else cond_false("InsecureSkipVerify", "certificate verification is off (spec.tls.insecureSkipVerify)")
+    )
+    client.begin_round()
+    version: Version | None
+    try:
+        await client.login()
+        # Every probe: quorum, membership and node addresses. One request with a token.
+        try:
+            status = await client.cluster_status()
+        except pve_errors.PermissionDenied as exc:
+            status, denied = None, exc
+        conds[REACHABLE] = cond_true("Connected", f"{client.active_endpoint} answers")
+        conds[TLS_VERIFIED] = tls_ok
+        conds[AUTHENTICATED] = cond_true("LoggedIn", f"as {auth.id} ({auth.method})")
+        # What rarely changes (version, node list with certificates and subscription, permissions): when the
+        # client is new (login, changed credentials or endpoints) and then every `facts_refresh` seconds.
+        if status is None or slow.due(time.monotonic(), facts_refresh):
+            version, nodes = await client.version(), await client.nodes()
+            if status is None:
+                perms = cond_false("PermissionDenied", _lacking(client, REQUIRED_PRIVILEGES, f" ({denied})"))
+            else:
+                perms = await _permissions(client)
+                slow.store(version, nodes, perms, time.monotonic())
+        else:
+            version, nodes, perms = slow.version, slow.nodes, slow.permissions
+        conds[PERMISSIONS] = perms
+    except ProxmoxError as exc:
+        return _failed(exc, conds, tls_ok, client, auth)
+    facts = facts_from(version, nodes, status)
+    if spec.discover_endpoints:
+        # The client keeps only valid, allowed ones (and none at all with insecureSkipVerify).
+        client.set_discovered(discovered_endpoints(client, status))
+    if facts.quorate is False:
+        conds[QUORATE] = cond_false(
+            "QuorumLost",
+            f"cluster '{facts.cluster_name}' has no quorum: {facts.nodes.summary} "
+            "nodes online; VMs cannot be started or changed until it returns",
+        )
+    elif facts.quorate is True:
+        conds[QUORATE] = cond_true(
+            "Quorate", f"cluster '{facts.cluster_name}'" if facts.cluster_name else "standalone node"
+        )
+    elif status is not None:
+        conds[QUORATE] = cond_unknown(
+            "QuorumUnknown", "GET /cluster/status did not report whether the cluster is quorate"
+        )
+
+    def outcome(ready: bool, reason: str, message: str, *, transient: bool = True) -> Outcome:
+        return Outcome(
+            ready=ready,
+            reason=reason,
+            message=message,
+            transient=transient,
+            conditions=conds,
+            facts=facts,
+            endpoints=list(client.discovered) if spec.discover_endpoints else None,
+            endpoints_for=basis if spec.discover_endpoints else None,
+            active_endpoint=client.active_endpoint,
+            auth=auth,
+        )
+
+    if conds[PERMISSIONS].status == ConditionStatus.FALSE:
+        return outcome(False, "PermissionDenied", conds[PERMISSIONS].message, transient=False)
+    if facts.quorate is False:
+        return outcome(False, "QuorumLost", conds[QUORATE].message)
+    where = f"cluster '{facts.cluster_name}'" if facts.cluster_name else "standalone node"
+    return outcome(
+        True,
+        "Registered",
+        f"Proxmox VE {facts.version.version}, {where}, {facts.nodes.summary} nodes online, via "
+        f"{client.active_endpoint} as {auth.id} ({auth.method})",
+    )
+
+
+#: Failures that are an HTTP answer from Proxmox. Anything else (HostNotAllowed, an unexpected error) says
+#: nothing about reachability: it stays Unknown.
+_ANSWERED = (
+    pve_errors.AuthenticationFailed,
+    pve_errors.PermissionDenied,
+    pve_errors.ServerError,
+    pve_errors.InvalidResponse,
+)
+
+
+def _failed(
+    exc: ProxmoxError, conds: dict[str, Cond], tls_ok: Cond, client: ProxmoxClient, auth: AuthStatus
+) -> Outcome:
+    """Conditions after a failure: what was reached is known, what comes after stays Unknown."""
+    if isinstance(exc, pve_errors.Unreachable | pve_errors.Timeout):
+        conds[REACHABLE] = cond_false(exc.reason, str(exc))
+    elif isinstance(exc, pve_errors.TLSError):
+        conds[REACHABLE] = cond_false(exc.reason, str(exc))
+        conds[TLS_VERIFIED] = cond_false(exc.reason, str(exc))
+    elif isinstance(exc, _ANSWERED):  # an HTTP answer came back: the transport works
+        conds[REACHABLE] = cond_true("Connected", f"{client.active_endpoint or exc.endpoint} answers")
+        conds[TLS_VERIFIED] = tls_ok
+        if isinstance(exc, pve_errors.AuthenticationFailed):
+            conds[AUTHENTICATED] = cond_false(exc.reason, str(exc))
+        elif isinstance(exc, pve_errors.PermissionDenied):
+            conds[PERMISSIONS] = cond_false(exc.reason, str(exc))
+    return Outcome(
+        ready=False,
+        reason=exc.reason,
+        message=str(exc),
+        transient=exc.transient,
+        retry_after=exc.retry_after,
+        conditions=conds,
+        active_endpoint=client.active_endpoint,
+        auth=auth,
+    )
+
+
+def _lacking(client: ProxmoxClient, privileges: Iterable[str], evidence: str = "") -> str:
+    """What is missing and how to grant it, whichever way it was found out."""
+    return (
+        f"'{client.credentials.identity}' lacks {', '.join(privileges)} on /{evidence}; quorum and node details "
+        "cannot be read. Grant the PVEAuditor role on / to the user and, for a privilege-separated token, to the "
+        "token"
+    )
+
+
+async def _permissions(client: ProxmoxClient) -> Cond:
+    """PermissionsSufficient from ``GET /access/permissions`` (privilege separation of tokens included)."""
+    try:
+        privs = await client.permissions("/")
+    except ProxmoxError as exc:
+        return cond_unknown("PermissionsUnknown", f"could not read the effective permissions: {exc}")
+    missing = [p for p in REQUIRED_PRIVILEGES if not privs.get(p)]
+    if missing:
+        return cond_false("PermissionDenied", _lacking(client, missing))
+    return cond_true("Sufficient", f"'{client.credentials.identity}' has {', '.join(REQUIRED_PRIVILEGES)} on /")

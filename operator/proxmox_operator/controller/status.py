@@ -1,0 +1,193 @@
+"""Status, Events and backoff from an outcome: pure functions, unit-tested without an API server."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from proxmox_operator import conditions
+from proxmox_operator.controller.outcome import (
+    DUPLICATE,
+    PAUSED,
+    QUORATE,
+    READY,
+    TLS_VERIFIED,
+    Cond,
+    Outcome,
+    cond_true,
+)
+from proxmox_operator.controller.ports import Key
+from proxmox_operator.models import (
+    ConditionStatus,
+    ProxmoxClusterSpec,
+    ProxmoxClusterStatus,
+)
+from proxmox_operator.settings import Tuning
+
+
+def next_status(
+    previous: Mapping[str, Any] | None,
+    outcome: Outcome,
+    *,
+    generation: int | None,
+    at: datetime,
+    extra: Mapping[str, Cond | None] | None = None,
+    probed: bool = True,
+) -> ProxmoxClusterStatus:
+    """The status after a probe. Facts survive failures (Ready and lastProbeTime say how fresh they are).
+
+    ``extra`` sets (a Cond) or removes (None) conditions outside the probe: Duplicate, Paused. ``probed`` False
+    (paused) keeps lastProbeTime: nothing talked to Proxmox.
+    """
+    prev = _parse_status(previous) or ProxmoxClusterStatus()
+    prev_conditions = conditions.parse((previous or {}).get("conditions"))
+    values: dict[str, Cond] = {
+        READY: Cond(ConditionStatus.TRUE if outcome.ready else ConditionStatus.FALSE, outcome.reason, outcome.message),
+        **outcome.conditions,
+    }
+    removed: set[str] = set()
+    for type_, cond in (extra or {}).items():
+        if cond is None:
+            removed.add(type_)
+        else:
+            values[type_] = cond
+    new = {
+        t: conditions.transition(
+            prev_conditions.get(t),
+            type_=t,
+            status=c.status,
+            reason=c.reason,
+            message=c.message,
+            generation=generation,
+            at=at,
+        )
+        for t, c in values.items()
+    }
+    kept = [c for t, c in prev_conditions.items() if t not in new and t not in removed]
+    facts = outcome.facts
+    return ProxmoxClusterStatus(
+        observed_generation=generation,
+        version=facts.version if facts else prev.version,
+        cluster_name=facts.cluster_name if facts else prev.cluster_name,
+        quorate=facts.quorate if facts else prev.quorate,
+        nodes=facts.nodes if facts else prev.nodes,
+        node_count=facts.nodes.total if facts else prev.node_count,
+        endpoints=outcome.endpoints if outcome.endpoints is not None else prev.endpoints,
+        endpoints_for=outcome.endpoints_for if outcome.endpoints is not None else prev.endpoints_for,
+        active_endpoint=outcome.active_endpoint if facts else prev.active_endpoint,
+        auth=outcome.auth or prev.auth,
+        last_probe_time=at if probed else prev.last_probe_time,
+        conditions=[*new.values(), *kept],
+    )
+
+
+def worth_writing(previous: Mapping[str, Any] | None, status: ProxmoxClusterStatus, *, refresh: float) -> bool:
+    """Whether a status must be written: something a user can see changed, or ``lastProbeTime`` is older than
+    ``refresh`` seconds. Every write is a watch event for every watcher (this operator, Argo CD, Flux) and an
+    etcd write; Kubernetes moved node heartbeats out of Node status into Leases for the same reason."""
+    if not previous:
+        return True
+    try:
+        before = ProxmoxClusterStatus.model_validate(previous)
+    except ValidationError:
+        return True
+    if _visible(before) != _visible(status):
+        return True
+    if status.last_probe_time is None or before.last_probe_time is None:
+        return status.last_probe_time != before.last_probe_time
+    return (status.last_probe_time - before.last_probe_time).total_seconds() >= refresh
+
+
+def _visible(status: ProxmoxClusterStatus) -> dict[str, Any]:
+    """Everything but lastProbeTime, conditions keyed by type (their order carries no meaning)."""
+    dumped = status.model_dump(by_alias=True, mode="json", exclude={"last_probe_time"}, exclude_none=True)
+    dumped["conditions"] = {c["type"]: c for c in dumped.get("conditions", [])}
+    return dumped
+
+
+def _parse_status(raw: Mapping[str, Any] | None) -> ProxmoxClusterStatus | None:
+    if not raw:
+        return None
+    try:
+        return ProxmoxClusterStatus.model_validate({k: v for k, v in raw.items() if k != "conditions"})
+    except ValidationError:
+        return None
+
+
+def events_for(previous: Mapping[str, Any] | None, status: ProxmoxClusterStatus) -> list[tuple[str, str, str]]:
+    """(type, reason, message) of the Events to post: transitions only (an audit trail, not noise)."""
+    before = conditions.parse((previous or {}).get("conditions"))
+    after = {c.type: c for c in status.conditions}
+    out: list[tuple[str, str, str]] = []
+
+    def flipped(type_: str, to: ConditionStatus) -> bool:
+        cond = after.get(type_)
+        old = before.get(type_)
+        return cond is not None and cond.status == to and (old is None or old.status != to)
+
+    if PAUSED in after:
+        return [("Normal", "Paused", after[PAUSED].message)] if PAUSED not in before else []
+    ready, old_ready = after[READY], before.get(READY)
+    if PAUSED in before:
+        out.append(("Normal", "Resumed", "probes resumed"))
+        old_ready = None if ready.status == ConditionStatus.FALSE else old_ready
+    if ready.status == ConditionStatus.TRUE:
+        if old_ready is None:
+            out.append(("Normal", "Registered", ready.message))
+        elif old_ready.status != ConditionStatus.TRUE and old_ready.reason != "Paused":
+            out.append(("Normal", "Recovered", ready.message))
+    elif old_ready is None or old_ready.status == ConditionStatus.TRUE or old_ready.reason != ready.reason:
+        out.append(("Warning", ready.reason, ready.message))
+    if flipped(QUORATE, ConditionStatus.FALSE) and ready.reason != "QuorumLost":
+        out.append(("Warning", "QuorumLost", after[QUORATE].message))
+    old_quorate = before.get(QUORATE)
+    if (
+        flipped(QUORATE, ConditionStatus.TRUE)
+        and old_quorate is not None
+        and old_quorate.status == ConditionStatus.FALSE
+    ):
+        out.append(("Normal", "QuorumRestored", after[QUORATE].message))
+    tls = after.get(TLS_VERIFIED)
+    if tls is not None and tls.reason == "InsecureSkipVerify" and flipped(TLS_VERIFIED, ConditionStatus.FALSE):
+        out.append(("Warning", "InsecureSkipVerify", "TLS certificate verification is off for this cluster"))
+    if flipped(DUPLICATE, ConditionStatus.TRUE):
+        out.append(("Warning", "Duplicate", after[DUPLICATE].message))
+    return out
+
+
+def delay_after(
+    outcome: Outcome, failures: int, tuning: Tuning, interval: float, rng: Callable[[], float] = random.random
+) -> float:
+    """Seconds until the next probe: the interval after success; after a failure, exponential backoff capped at
+    the interval (so a recovery is seen within one interval), never below a Retry-After; +-10% jitter."""
+    if outcome.ready:
+        base = interval
+    else:
+        # The exponent is capped: 2.0 ** 1025 would raise OverflowError after a thousand failures.
+        base = min(tuning.backoff_max, interval, tuning.backoff_base * 2.0 ** min(max(0, failures - 1), 30))
+        if not outcome.transient:
+            base = max(base, min(tuning.slow_backoff_min, interval))
+        if outcome.retry_after:
+            # A server's Retry-After is honoured up to the probe interval, never beyond: a hostile or broken
+            # endpoint cannot stop probing with a huge value.
+            base = max(base, min(outcome.retry_after, interval))
+    return base * (0.9 + 0.2 * rng())
+
+
+def probe_interval(spec: ProxmoxClusterSpec | None, tuning: Tuning) -> float:
+    if spec is not None and spec.health_check is not None:
+        return float(spec.health_check.interval_seconds)
+    return tuning.probe_interval
+
+
+def duplicate_condition(key: Key, first: Key) -> Cond:
+    """Duplicate, naming the earlier registrant only when it is in the resource's own namespace: a user of one
+    namespace learns nothing about the objects of another."""
+    who = str(first) if first.namespace == key.namespace else "a ProxmoxCluster in another namespace"
+    return cond_true(
+        "Duplicate", f"the same Proxmox cluster is also registered by {who} (registered earlier); both are served"
+    )

@@ -1,0 +1,207 @@
+"""The worker loop of one ProxmoxCluster: plain async code, no kopf.
+
+One *worker* runs per ProxmoxCluster (hosted by a kopf daemon, see :mod:`proxmox_operator.handlers`). Each round
+it probes (:mod:`.probe`), writes the status when something visible changed (:mod:`.status`), posts Events for
+transitions only, then sleeps until the next probe, a backoff after a failure, or a wake-up: a spec change, a
+pause/resume, or a change of a referenced Secret or ConfigMap wakes it at once. When the worker stops (the
+resource is deleted, or the operator exits) its connection is closed and its session forgotten: that is
+deregistration. Nothing raises out of a round: every failure becomes conditions with CamelCase reasons.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from proxmox_operator import conditions
+from proxmox_operator.controller.outcome import (
+    DUPLICATE,
+    PAUSE_ANNOTATION,
+    PAUSED,
+    PROBE_CONDITIONS,
+    Cond,
+    Outcome,
+    cond_true,
+    cond_unknown,
+    stopped_early,
+)
+from proxmox_operator.controller.ports import Key, Kube, KubeUnavailable, ObjectGone
+from proxmox_operator.controller.probe import probe
+from proxmox_operator.controller.registry import Registry
+from proxmox_operator.controller.sources import KnownEndpoints
+from proxmox_operator.controller.status import (
+    delay_after,
+    duplicate_condition,
+    events_for,
+    next_status,
+    probe_interval,
+    worth_writing,
+)
+from proxmox_operator.models import (
+    ProxmoxClusterSpec,
+)
+from proxmox_operator.settings import Tuning
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+def is_paused(meta: Mapping[str, Any]) -> bool:
+    return str((meta.get("annotations") or {}).get(PAUSE_ANNOTATION, "")).lower() == "true"
+
+
+def references(key: Key, spec: ProxmoxClusterSpec) -> list[tuple[str, str, str]]:
+    """The Secrets and ConfigMaps a resource depends on: (kind, namespace, name)."""
+    refs = [("Secret", spec.credentials_ref.namespace or key.namespace, spec.credentials_ref.name)]
+    if spec.tls and spec.tls.ca_bundle_ref:
+        refs.append((spec.tls.ca_bundle_ref.kind, key.namespace, spec.tls.ca_bundle_ref.name))
+    return refs
+
+
+async def reconcile_once(
+    key: Key,
+    body: Mapping[str, Any],
+    kube: Kube,
+    registry: Registry,
+    tuning: Tuning,
+) -> tuple[Outcome, float]:
+    """One round for one resource: probe, write the status, post Events on transitions.
+
+    Returns the outcome and the probe interval that applies to the resource.
+    """
+    meta = body.get("metadata", {})
+    generation = meta.get("generation")
+    previous = body.get("status") or {}
+    paused = is_paused(meta)
+    extra: dict[str, Cond | None] = {}
+    spec: ProxmoxClusterSpec | None = None
+    try:
+        spec = ProxmoxClusterSpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        fields = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors()[:3])
+        outcome = stopped_early(
+            "InvalidSpec", f"the spec is invalid ({fields}); fix it and apply again", transient=False
+        )
+        registry.note_seen(key, generation, paused, ())
+    else:
+        registry.note_seen(key, generation, paused, references(key, spec))
+        if paused:
+            await registry.disconnect(key)
+            outcome = Outcome(
+                ready=False,
+                reason="Paused",
+                message=f"probes are paused by the annotation {PAUSE_ANNOTATION}; remove it to resume",
+                conditions={t: cond_unknown("Paused") for t in PROBE_CONDITIONS},
+            )
+            extra[PAUSED] = cond_true("Paused", outcome.message)
+        else:
+            outcome = await _guarded_probe(
+                key, spec, kube, registry, tuning, known=KnownEndpoints.from_status(previous)
+            )
+            extra[PAUSED] = None
+    if spec is not None and outcome.facts is not None and outcome.facts.identity:
+        first = registry.claim(outcome.facts.identity, key, str(meta.get("creationTimestamp", "")))
+        extra[DUPLICATE] = duplicate_condition(key, first) if first is not None else None
+
+    status = next_status(previous, outcome, generation=generation, at=conditions.now(), extra=extra, probed=not paused)
+    if worth_writing(previous, status, refresh=tuning.status_refresh):
+        await kube.patch_status(key.namespace, key.name, status.model_dump(by_alias=True, mode="json"))
+    for type_, reason, message in events_for(previous, status):
+        (log.info if type_ == "Normal" else log.warning)("%s: %s: %s", key, reason, message)
+        kube.post_event(body, type_=type_, reason=reason, message=message)
+    return outcome, probe_interval(spec, tuning)
+
+
+async def _guarded_probe(
+    key: Key, spec: ProxmoxClusterSpec, kube: Kube, registry: Registry, tuning: Tuning, *, known: KnownEndpoints
+) -> Outcome:
+    """A probe whose unexpected failure is still written to status (Ready=False, InternalError), so an old
+    Ready=True never stays behind it. Kubernetes failures go up: the round is retried without a write."""
+    try:
+        return await probe(key, spec, kube, registry, tuning, known=known)
+    except (ObjectGone, KubeUnavailable):
+        raise
+    except Exception as exc:
+        log.exception("%s: unexpected error in a probe", key)
+        return stopped_early(
+            "InternalError",
+            f"the probe failed unexpectedly ({type(exc).__name__}); the operator's log has the details, and the "
+            "probe is retried",
+        )
+
+
+async def run_worker(
+    key: Key,
+    snapshot: Callable[[], Mapping[str, Any]],
+    *,
+    kube: Kube,
+    registry: Registry,
+    tuning: Tuning,
+    stopping: asyncio.Event,
+) -> None:
+    """The worker of one resource. Runs until ``stopping`` is set; deregisters the cluster on the way out.
+
+    ``snapshot`` returns the newest known body of the resource (kopf keeps it current from the watch). A round
+    in flight when ``stopping`` is set is abandoned at once: deletion never waits for an unreachable Proxmox.
+    """
+    waker = registry.waker(key)
+    failures = 0
+    try:
+        while not stopping.is_set():
+            waker.clear()
+            finished, result = await _unless_stopped(
+                _round(key, snapshot, kube, registry, tuning), stopping, limit=None
+            )
+            if not finished or result is None:
+                return
+            outcome, interval = result
+            if outcome.reason == "Paused":
+                await _unless_stopped(waker.wait(), stopping, limit=None)  # until resumed (or deleted)
+                continue
+            failures = 0 if outcome.ready else failures + 1
+            await _unless_stopped(waker.wait(), stopping, limit=delay_after(outcome, failures, tuning, interval))
+    finally:
+        await registry.deregister(key)
+
+
+async def _round(
+    key: Key, snapshot: Callable[[], Mapping[str, Any]], kube: Kube, registry: Registry, tuning: Tuning
+) -> tuple[Outcome, float] | None:
+    """One guarded round: None when the resource is gone, a failure outcome for anything unexpected."""
+    try:
+        return await reconcile_once(key, snapshot(), kube, registry, tuning)
+    except ObjectGone:
+        log.debug("%s is gone; the worker stops", key)
+        return None
+    except KubeUnavailable as exc:
+        log.warning("%s: the Kubernetes API failed (%s); retrying", key, exc)
+        return Outcome(ready=False, reason="KubeUnavailable", message=str(exc)), tuning.probe_interval
+    except Exception:
+        # A bug or an unexpected answer must not kill the worker. Our messages carry no secrets, and neither
+        # do tracebacks (they hold no local variables); retry with backoff.
+        log.exception("%s: unexpected error in a reconcile round; retrying", key)
+        return Outcome(ready=False, reason="InternalError", message=""), tuning.probe_interval
+
+
+async def _unless_stopped(
+    aw: Coroutine[Any, Any, _T], stopping: asyncio.Event, *, limit: float | None
+) -> tuple[bool, _T | None]:
+    """Run ``aw`` until it finishes, ``stopping`` is set or ``limit`` seconds pass: (finished, result)."""
+    work = asyncio.ensure_future(aw)
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({work, stop}, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not work.done():
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+    if work.cancelled() or not work.done():
+        return False, None
+    return True, work.result()

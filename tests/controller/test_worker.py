@@ -1,0 +1,135 @@
+"""The controller without an API server: reconcile_once and run_worker driven through FakeKube, against the PVE
+simulator over real HTTPS on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proxmox_operator.controller.ports import Key
+from proxmox_operator.controller.registry import Registry
+from proxmox_operator.controller.worker import reconcile_once, run_worker
+from proxmox_operator.settings import Tuning
+from pve_simulator import NodeConfig, SimulatorConfig, SimulatorServer, TokenConfig, UserConfig
+from tests.support.fakekube import FakeKube
+
+SECRET = str(uuid.uuid4())
+KEY = Key("team-a", "lab")
+TUNING = Tuning(probe_interval=60, backoff_base=60, backoff_max=60)
+
+
+@pytest.fixture(scope="session")
+def cert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("controller-pve-certs")
+
+
+@pytest.fixture
+async def sim(cert_dir: Path) -> AsyncIterator[SimulatorServer]:
+    config = SimulatorConfig(
+        cluster_name="lab",
+        nodes=(NodeConfig(name="pve1"), NodeConfig(name="pve2")),
+        users=(UserConfig(userid="root@pam", password=str(uuid.uuid4())),),
+        tokens=(TokenConfig(tokenid="root@pam!ci", secret=SECRET, privsep=True, sys_audit=True),),
+        cert_dir=cert_dir,
+    )
+    async with SimulatorServer(config) as server:
+        yield server
+
+
+def body(sim: SimulatorServer, status: dict[str, Any] | None = None, generation: int = 1) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": KEY.namespace, "name": KEY.name, "generation": generation},
+        "spec": {"endpoint": sim.url, "credentialsRef": {"name": "token"}, "tls": {"caBundle": sim.ca_pem}},
+        "status": status or {},
+    }
+
+
+def ready(status: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == "Ready")
+
+
+async def test_a_round_registers_and_a_quiet_round_writes_nothing(sim: SimulatorServer) -> None:
+    kube, registry = FakeKube(), Registry()
+    kube.put_secret(KEY.namespace, "token", {"tokenId": "root@pam!ci", "tokenSecret": SECRET})
+    try:
+        outcome, interval = await reconcile_once(KEY, body(sim), kube, registry, TUNING)
+        assert (outcome.ready, interval) == (True, 60)
+        assert len(kube.patches) == 1
+        status = kube.status()
+        assert ready(status)["reason"] == "Registered"
+        assert [e[1] for e in kube.events] == ["Registered"]
+        requests = sim.counters.total
+        # Nothing changed: no status write, no Event, and one request (version, nodes, permissions are cached).
+        await reconcile_once(KEY, body(sim, status), kube, registry, TUNING)
+        assert len(kube.patches) == 1
+        assert len(kube.events) == 1
+        assert sim.counters.total - requests == 1
+        assert sim.counters.count("/api2/json/cluster/status", "GET") >= 2
+    finally:
+        await registry.close()
+
+
+async def test_an_unlabelled_secret_sends_nothing(sim: SimulatorServer) -> None:
+    kube, registry = FakeKube(), Registry()
+    kube.put_secret(KEY.namespace, "token", {"tokenId": "root@pam!ci", "tokenSecret": SECRET}, labelled=False)
+    outcome, _ = await reconcile_once(KEY, body(sim), kube, registry, TUNING)
+    assert outcome.reason == "SecretNotLabeled"
+    assert sim.counters.total == 0
+    assert SECRET not in str(kube.patches) + str(kube.events)
+
+
+async def test_a_visible_change_is_written_at_once(sim: SimulatorServer) -> None:
+    kube, registry = FakeKube(), Registry()
+    kube.put_secret(KEY.namespace, "token", {"tokenId": "root@pam!ci", "tokenSecret": SECRET})
+    try:
+        await reconcile_once(KEY, body(sim), kube, registry, TUNING)
+        sim.set_node_online("pve2", False)
+        await reconcile_once(KEY, body(sim, kube.status()), kube, registry, TUNING)
+        assert len(kube.patches) == 2
+        assert kube.status()["nodes"]["summary"] == "1/2"
+    finally:
+        await registry.close()
+
+
+async def test_the_worker_probes_wakes_and_deregisters_on_stop(sim: SimulatorServer) -> None:
+    kube, registry = FakeKube(), Registry()
+    kube.put_secret(KEY.namespace, "token", {"tokenId": "root@pam!ci", "tokenSecret": SECRET})
+    current = body(sim)
+    stopping = asyncio.Event()
+
+    def snapshot() -> dict[str, Any]:
+        return {**current, "status": kube.status()}
+
+    task = asyncio.create_task(
+        run_worker(KEY, snapshot, kube=kube, registry=registry, tuning=TUNING, stopping=stopping)
+    )
+    try:
+        async with asyncio.timeout(30):
+            while not kube.patches:  # noqa: ASYNC110 (polling what the worker wrote)
+                await asyncio.sleep(0.05)
+            probes = sim.counters.count("/api2/json/cluster/status", "GET")
+            # The interval is 60 s: only a wake-up (a Secret or spec change) brings the next probe now.
+            registry.wake(KEY)
+            while sim.counters.count("/api2/json/cluster/status", "GET") == probes:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        assert len(registry) == 1
+    finally:
+        stopping.set()
+        await asyncio.wait_for(task, timeout=10)
+    assert len(registry) == 0, "stopping deregisters: the client is closed and forgotten"
+
+
+async def test_the_worker_stops_when_the_object_is_gone(sim: SimulatorServer) -> None:
+    kube, registry = FakeKube(), Registry()
+    kube.put_secret(KEY.namespace, "token", {"tokenId": "root@pam!ci", "tokenSecret": SECRET})
+    kube.gone.add((KEY.namespace, KEY.name))
+    await asyncio.wait_for(
+        run_worker(KEY, lambda: body(sim), kube=kube, registry=registry, tuning=TUNING, stopping=asyncio.Event()),
+        timeout=30,
+    )
+    assert len(registry) == 0

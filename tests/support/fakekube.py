@@ -1,0 +1,56 @@
+"""FakeKube: the controller's port to Kubernetes (``proxmox_operator.controller.ports.Kube``) in memory, for unit
+tests of the controller that need no API server. It records what the controller writes; integration tests run the
+real implementation (``proxmox_operator.kube``) against a real kube-apiserver."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxmox_operator.controller.ports import ObjectGone
+from proxmox_operator.secretstore import CREDENTIALS_LABEL, Secret
+
+
+@dataclass
+class FakeKube:
+    secrets: dict[tuple[str, str], Secret] = field(default_factory=dict)
+    configmaps: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    #: (namespace, name, status) of every status write, in order.
+    patches: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    #: (type, reason, message) of every Event, in order.
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+    #: Objects that no longer exist: a status write raises ObjectGone.
+    gone: set[tuple[str, str]] = field(default_factory=set)
+
+    def put_secret(
+        self, namespace: str, name: str, data: Mapping[str, str], *, labelled: bool = True, **annotations: str
+    ) -> None:
+        labels = {CREDENTIALS_LABEL: "true"} if labelled else {}
+        encoded = {k: v.encode() for k, v in data.items()} if labelled else {}
+        self.secrets[(namespace, name)] = Secret(labels=labels, annotations=annotations, data=encoded)
+
+    async def read_secret(self, namespace: str, name: str) -> Secret | None:
+        return self.secrets.get((namespace, name))
+
+    async def read_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
+        return self.configmaps.get((namespace, name))
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        if (namespace, name) in self.gone:
+            raise ObjectGone
+        self.patches.append((namespace, name, status))
+
+    def post_event(self, body: Mapping[str, Any], *, type_: str, reason: str, message: str, retry: bool = True) -> None:
+        self.events.append((type_, reason, message))
+
+    def status(self) -> dict[str, Any]:
+        """The status as the API server would hold it after the merge-patches (nulls remove fields)."""
+        merged: dict[str, Any] = {}
+        for _, _, patch in self.patches:
+            for key, value in patch.items():
+                if value is None:
+                    merged.pop(key, None)
+                else:
+                    merged[key] = value
+        return merged
