@@ -166,27 +166,32 @@ class Registry:
         conn = self._connections.get(key)
         return conn.slow if conn is not None else SlowFacts()
 
-    async def disconnect(self, key: Key) -> bool:
-        """Close the resource's client (pause), keeping what the worker needs to resume. Returns whether it had
-        a connection."""
+    def disconnect(self, key: Key) -> bool:
+        """Drop the resource's client (pause), keeping what the worker needs to resume; its pools close in the
+        background. Returns whether it had a connection."""
         conn = self._connections.pop(key, None)
         if conn is None:
             return False
-        await conn.client.aclose()
+        self._retire(conn.client)
         return True
 
-    async def deregister(self, key: Key) -> bool:
-        """Forget the resource: close its pools and drop its session. Returns whether it had a connection."""
+    def deregister(self, key: Key) -> bool:
+        """Forget the resource: drop its session, close its pools in the background. Returns whether it had a
+        connection. Nothing here waits: a deleted resource's worker exits within a few event-loop cycles, so kopf
+        removes the finalizer at once instead of polling for the daemon's exit with extra patches."""
         self._wakers.pop(key, None)
         self._refs.pop(key, None)
         self._generations.pop(key, None)
         self._paused.pop(key, None)
         self._release(key)
-        return await self.disconnect(key)
+        return self.disconnect(key)
 
     async def close(self) -> None:
+        """At operator exit: forget every resource and wait until every pool is closed."""
         for key in list(self._connections):
-            await self.deregister(key)
+            self.deregister(key)
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
 
     def _retire(self, client: ProxmoxClient) -> None:
         task = asyncio.get_running_loop().create_task(client.aclose())

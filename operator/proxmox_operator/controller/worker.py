@@ -91,7 +91,7 @@ async def reconcile_once(
     else:
         registry.note_seen(key, generation, paused, references(key, spec))
         if paused:
-            await registry.disconnect(key)
+            registry.disconnect(key)
             outcome = Outcome(
                 ready=False,
                 reason="Paused",
@@ -166,7 +166,7 @@ async def run_worker(
             failures = 0 if outcome.ready else failures + 1
             await _unless_stopped(waker.wait(), stopping, limit=delay_after(outcome, failures, tuning, interval))
     finally:
-        await registry.deregister(key)
+        registry.deregister(key)
 
 
 async def _round(
