@@ -40,6 +40,10 @@ chmod +x "$out"
 """
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @dataclass
 class Env:
     cache: Path
@@ -65,6 +69,9 @@ class Env:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            # As from a terminal: a test runner started in the background inherits SIGINT ignored, and bash
+            # cannot trap a signal that was ignored when it started.
+            preexec_fn=_default_sigint,  # noqa: PLW1509 (no threads start in between)
         )
 
     def builds(self) -> list[tuple[int, str]]:
