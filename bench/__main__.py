@@ -1,99 +1,98 @@
-"""``python -m bench`` (``make bench``): measure, then print ratios against a baseline run in the same tree.
+"""``python -m bench`` (``make bench``): proxmox-operator against bare kopf in the same run, then the client-level
+benchmarks.
 
-Each variant runs in a child process of this one (same interpreter, same machine, same moment), so the numbers
-compare like with like; absolute values differ between machines, the ratios are what to read.
-
-* memory: resident memory per registered cluster, for N clusters with their clients built and one request made
-  each. Baseline: what most integrations do, one ``httpx.AsyncClient(verify=True)`` per cluster (each builds its
-  own SSLContext from certifi). Ours: :class:`ProxmoxClient` with SSL contexts shared per trust configuration.
-* requests: wall time of M sequential GETs to the PVE simulator over HTTPS. Baseline: a new connection (TCP +
-  TLS handshake) per request. Ours: the pooled client with keep-alive.
+``--objects N`` (``make bench N=...``, default 1000 there) runs the operator comparison: it starts the local
+control plane (``hack/cluster.sh up``, honouring PXO_CLUSTER_DIR, PXO_APISERVER_PORT, ... ; stopped again at the
+end if this run started it), runs a bare kopf operator and then proxmox-operator, one after the other, each with N
+objects created by 8 threads in parallel, a steady-state window and a deletion of all (see :mod:`bench.compare`),
+prints one table with both columns, the ratios and the goals, and writes ``bench/results/bench-<N>.json`` and
+``bench-<N>.png``. Without ``--objects`` only the client-level benchmarks run (:mod:`bench.client`).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import ssl
+import datetime
+import os
+import signal
 import subprocess
 import sys
 import tempfile
-import time
-import uuid
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
-import httpx
-
-from proxmox_operator.proxmox import Limits, ProxmoxClient, TokenCredentials, TrustConfig
-from proxmox_operator.proxmox.tls import ssl_context
-from pve_simulator import NodeConfig, SimulatorConfig, SimulatorThread, TokenConfig, UserConfig
+from bench import client, compare, report
+from bench.kube import ROOT, BenchError, ControlPlane, Kube
+from bench.procs import Simulator
 
 
-def _rss_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS in /proc/self/status")
+def default_window(n: int) -> float:
+    """300 s from 500 objects on; below, 65 s: one probe interval (60 s, +-10% jitter), so every cluster is
+    probed about once in the window."""
+    return 300.0 if n >= 500 else 65.0
 
 
-async def _memory(variant: str, clusters: int, url: str, ca_pem: str, token: str) -> dict[str, Any]:
-    creds = TokenCredentials("root@pam!bench", token)
-    before = _rss_kib()
-    clients: list[Any] = []
-    for _ in range(clusters):
-        if variant == "baseline":
-            ctx = ssl.create_default_context()  # what verify=True builds: system/certifi CAs, per client
-            ctx.load_verify_locations(cadata=ca_pem)
-            client = httpx.AsyncClient(base_url=f"{url}/api2/json", verify=ctx)
-            await client.get("/version", headers={"Authorization": creds.authorization_header()})
-        else:
-            client = ProxmoxClient(url, credentials=creds, trust=TrustConfig(ca_bundle=ca_pem))
-            await client.version()
-        clients.append(client)
-    after = _rss_kib()
-    for client in clients:
-        await client.aclose()
-    return {"kib_per_cluster": (after - before) / clusters}
-
-
-async def _requests(variant: str, count: int, url: str, ca_pem: str, token: str) -> dict[str, Any]:
-    creds = TokenCredentials("root@pam!bench", token)
-    trust = TrustConfig(ca_bundle=ca_pem)
-    started = time.perf_counter()
-    if variant == "baseline":
-        headers = {"Authorization": creds.authorization_header(), "Connection": "close"}
-        for _ in range(count):
-            async with httpx.AsyncClient(base_url=f"{url}/api2/json", verify=ssl_context(trust)) as client:
-                (await client.get("/version", headers=headers)).raise_for_status()
-    else:
-        # The default per-endpoint rate limit (10/s) would be measured instead of pooling: lift it here.
-        limits = Limits(max_concurrent=4, requests_per_second=100_000)
-        async with ProxmoxClient(url, credentials=creds, trust=trust, limits=limits) as client:
-            for _ in range(count):
-                await client.version()
-    return {"seconds": time.perf_counter() - started}
-
-
-def _child(args: argparse.Namespace) -> None:
-    fn = {"memory": _memory, "requests": _requests}[args.measure]
-    result = asyncio.run(fn(args.variant, args.n, args.url, Path(args.ca).read_text(), args.token))
-    print(json.dumps(result))
-
-
-def _run_child(measure: str, variant: str, n: int, url: str, ca: Path, token: str) -> dict[str, Any]:
+def _git() -> str:
     out = subprocess.run(
-        [sys.executable, "-m", "bench", "--child", measure, variant, str(n), url, str(ca), token],
-        capture_output=True,
-        text=True,
-        check=True,
+        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True, check=False
     )
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    return out.stdout.strip() or "unknown"
+
+
+def operators(n: int, window: float) -> dict[str, Any]:
+    """Bare kopf (and again with a finalizer, for deletion), then proxmox-operator; cleans up after itself."""
+    results: dict[str, Any] = {
+        "n": n,
+        "window_seconds": window,
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "git": _git(),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "loadavg_start": os.getloadavg(),
+            "note": "a shared machine: other users' tests ran meanwhile",
+        },
+    }
+    plane = ControlPlane()
+    kube = Kube(plane.up())
+    print(f"control plane: {kube.server} (kubeconfig {kube.kubeconfig})", flush=True)
+    namespaces: list[str] = []
+    sim: Simulator | None = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="pxo-bench-") as tmp:
+            workdir = Path(tmp)
+            try:
+                ns = compare.namespace(kube, "pxo-bench-kopf-")
+                namespaces.append(ns)
+                target = compare.bare_kopf(kube, ns, workdir, finalizer=False)
+                results["bare_kopf"] = compare.run(kube, target, n, window)
+                target = compare.bare_kopf(kube, ns, workdir, finalizer=True)
+                results["bare_kopf_finalizer"] = compare.run(kube, target, n, 0.0)
+                sim = Simulator(workdir, n).start()
+                ns = compare.namespace(kube, "pxo-bench-")
+                namespaces.append(ns)
+                target = compare.proxmox_operator(kube, ns, workdir, sim, n)
+                results["proxmox_operator"] = compare.run(kube, target, n, window, sim)
+            finally:
+                if sim is not None:
+                    sim.stop()
+                compare.cleanup(kube, namespaces)
+    finally:
+        plane.down()
+    results["machine"]["loadavg_end"] = os.getloadavg()
+    return results
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")  # so every finally runs: processes, namespaces, control plane
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--objects", type=int, metavar="N", help="run the operator comparison with N objects")
+    parser.add_argument(
+        "--window", type=float, metavar="SECONDS", help="steady-state window (default: 300 s, 65 s below 500 objects)"
+    )
     parser.add_argument("--clusters", type=int, default=1000, help="registered clusters for the memory benchmark")
     parser.add_argument("--requests", type=int, default=300, help="sequential requests for the requests benchmark")
     parser.add_argument(
@@ -102,46 +101,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         measure, variant, n, url, ca, token = args.child
-        _child(argparse.Namespace(measure=measure, variant=variant, n=int(n), url=url, ca=ca, token=token))
+        client.child(argparse.Namespace(measure=measure, variant=variant, n=int(n), url=url, ca=ca, token=token))
         return 0
-
-    token = str(uuid.uuid4())
-    with tempfile.TemporaryDirectory() as tmp:
-        config = SimulatorConfig(
-            cluster_name="bench",
-            nodes=(NodeConfig(name="pve1"),),
-            users=(UserConfig(userid="root@pam", password=str(uuid.uuid4())),),
-            tokens=(TokenConfig(tokenid="root@pam!bench", secret=token, sys_audit=True),),
-            cert_dir=Path(tmp),
-        )
-        with SimulatorThread(config) as sim:
-            ca = sim.ca_path
-            print(f"PVE simulator at {sim.url}; every variant runs in a child process of this one\n")
-            rows = []
-            base = _run_child("memory", "baseline", args.clusters, sim.url, ca, token)
-            ours = _run_child("memory", "ours", args.clusters, sim.url, ca, token)
-            rows.append(
-                (
-                    f"memory per registered cluster ({args.clusters} clusters)",
-                    f"{base['kib_per_cluster']:.0f} KiB",
-                    f"{ours['kib_per_cluster']:.0f} KiB",
-                    ours["kib_per_cluster"] / base["kib_per_cluster"],
-                )
-            )
-            base = _run_child("requests", "baseline", args.requests, sim.url, ca, token)
-            ours = _run_child("requests", "ours", args.requests, sim.url, ca, token)
-            rows.append(
-                (
-                    f"{args.requests} sequential GETs (new connection each vs pooled keep-alive)",
-                    f"{base['seconds']:.2f} s",
-                    f"{ours['seconds']:.2f} s",
-                    ours["seconds"] / base["seconds"],
-                )
-            )
-    width = max(len(r[0]) for r in rows)
-    print(f"{'benchmark':<{width}}  {'baseline':>10}  {'ours':>10}  {'ours/baseline':>13}")
-    for name, b, o, ratio in rows:
-        print(f"{name:<{width}}  {b:>10}  {o:>10}  {ratio:>13.2f}")
+    signal.signal(signal.SIGTERM, _terminate)
+    compared = None
+    if args.objects is not None:
+        if args.objects < 1:
+            parser.error("--objects must be at least 1")
+        window = args.window if args.window is not None else default_window(args.objects)
+        try:
+            results = operators(args.objects, window)
+        except BenchError as exc:
+            print(f"bench: error: {exc}", file=sys.stderr)
+            return 1
+        compared = report.rows(results)
+    client_rows = client.run(args.clusters, args.requests)
+    if compared is not None:
+        results["client"] = [{"benchmark": r[0], "baseline": r[1], "ours": r[2], "ratio": r[3]} for r in client_rows]
+        json_path, png_path = report.write(results, compared)
+        print(f"\nproxmox-operator against bare kopf, {results['n']} objects, same run ({results['date']}):\n")
+        print(report.table(compared))
+        print(f"\nwritten: {json_path.relative_to(ROOT)}, {png_path.relative_to(ROOT)}\n")
+    client.print_rows(client_rows)
     return 0
 
 

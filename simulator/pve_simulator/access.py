@@ -237,10 +237,13 @@ class AccessControl:
 
     # -- login ----------------------------------------------------------------------------------
 
-    def create_ticket(self, params: dict[str, object], client_ip: str, *, refuse: bool = False) -> dict[str, object]:
+    def create_ticket(
+        self, params: dict[str, object], client_ip: str, *, refuse: bool = False, cluster_name: str | None = None
+    ) -> dict[str, object]:
         """``POST /access/ticket`` with validated parameters; raise ``401 authentication failure``.
 
         ``refuse``: fail like a wrong password (the answering node's ``refuse_logins`` fault).
+        ``cluster_name``: the ``clustername`` to report instead of the configured one (a virtual cluster's).
         """
         username = str(params["username"])
         if params.get("realm"):
@@ -253,8 +256,9 @@ class AccessControl:
         username = str(result["username"])
         if "NeedTFA" not in result:
             result["cap"] = compute_api_permission(self.accounts.privileges(username), self.flavour)
-        if self.cluster.name is not None and self.accounts.check(username, [SYS_AUDIT]):
-            result["clustername"] = self.cluster.name
+        name = cluster_name if cluster_name is not None else self.cluster.name
+        if name is not None and self.accounts.check(username, [SYS_AUDIT]):
+            result["clustername"] = name
         self.log.info("successful auth for user '%s'", username)
         return result
 

@@ -60,6 +60,15 @@ class RequestContext:
     auth: AuthInfo
     client_ip: str
     refuse_logins: bool = False
+    #: The virtual cluster the request was routed to (``None``: the configured cluster itself).
+    virtual_cluster: int | None = None
+
+    @property
+    def cluster_name(self) -> str | None:
+        """The name of the cluster that answers: the configured one, or ``<cluster_name>-<k>`` when virtual."""
+        if self.virtual_cluster is None:
+            return self.sim.cluster.name
+        return self.sim.config.virtual_cluster_name(self.virtual_cluster)
 
 
 Handler = Callable[[RequestContext, Params], Any]
@@ -139,7 +148,7 @@ def _cluster_status(ctx: RequestContext, params: Params) -> list[dict[str, Any]]
             "id": "cluster",
             "nodes": len(members),
             "version": cluster.config_version,
-            "name": cluster.name,
+            "name": ctx.cluster_name,
             "quorate": int(cluster.quorate),
         }
     ]
@@ -164,7 +173,7 @@ def _get_ticket(ctx: RequestContext, params: Params) -> None:
 
 
 def _create_ticket(ctx: RequestContext, params: Params) -> dict[str, object]:
-    return ctx.sim.access.create_ticket(params, ctx.client_ip, refuse=ctx.refuse_logins)
+    return ctx.sim.access.create_ticket(params, ctx.client_ip, refuse=ctx.refuse_logins, cluster_name=ctx.cluster_name)
 
 
 def _privileges_on(ctx: RequestContext, authid: str) -> dict[str, int]:

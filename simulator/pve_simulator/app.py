@@ -25,6 +25,11 @@ Follows pve-http-server ``src/PVE/APIServer/AnyEvent.pm`` (``process_header``, `
 Idle keep-alive connections - and new connections that send no request - are closed after the
 configured timeout (pveproxy: the ``AnyEvent::Handle`` timeout of 5 s, ``accept_connections``) by aiohttp.
 
+With ``virtual_clusters`` configured, a path-routing reverse proxy sits in front of the pipeline
+(:func:`route_virtual`): ``/vc/<k>/api2/json/...`` is served as ``/api2/json/...`` by virtual cluster
+``k``, which differs from the configured cluster only by its name (``<cluster_name>-<k>``).  Such a proxy
+is not part of PVE; it lets one simulator stand for many clusters with distinct identities.
+
 Injected faults (:mod:`pve_simulator.faults`) act at these points: ``reset`` and ``hang`` as soon as
 the request arrived, then ``latency``, then a forced 429/503 (in front of pveproxy), then the pipeline
 above with any other forced status after authentication (for non-login requests).  Every request is
@@ -59,7 +64,15 @@ from pve_simulator.model import Node
 from pve_simulator.schema import Params, validate
 from pve_simulator.state import Simulation
 
-__all__ = ["BASE_URI", "SERVER_HEADER", "ApiListener", "abort_connection", "build_api_app"]
+__all__ = [
+    "BASE_URI",
+    "SERVER_HEADER",
+    "VIRTUAL_PREFIX",
+    "ApiListener",
+    "abort_connection",
+    "build_api_app",
+    "route_virtual",
+]
 
 BASE_URI = "/api2"
 SERVER_HEADER = "pve-api-daemon/3.0"
@@ -69,6 +82,9 @@ JSON_CONTENT_TYPE = "application/json;charset=UTF-8"
 _KNOWN_METHODS = frozenset({"GET", "POST", "PUT", "DELETE"})
 _ABS_URI_RE = re.compile(rf"^{re.escape(BASE_URI)}/+([a-z][a-z0-9]+)(/.*)?$", re.DOTALL)
 _COMPRESS_ABOVE = 1024
+#: Path prefix of the virtual clusters' reverse proxy: ``/vc/<k>/...``.
+VIRTUAL_PREFIX = "/vc/"
+_VIRTUAL_RE = re.compile(r"^/vc/(0|[1-9][0-9]{0,8})(/.*)?$", re.DOTALL)
 _HANG_POLL = 0.05
 
 
@@ -107,6 +123,21 @@ def _reason(status: int, message: str | None) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Unknown"
+
+
+def route_virtual(path: str, count: int) -> tuple[str, int | None] | None:
+    """The path-routing reverse proxy in front of ``count`` virtual clusters.
+
+    Returns ``(path, None)`` for a path it passes through unchanged (no virtual clusters configured, or a
+    path outside ``/vc/``), ``(rest, k)`` for ``/vc/<k>/rest`` with ``0 <= k < count`` (``/vc/<k>`` alone
+    is ``/``), and ``None`` for a ``/vc/`` path that names no virtual cluster (the proxy answers 404).
+    """
+    if count <= 0 or not path.startswith(VIRTUAL_PREFIX):
+        return path, None
+    match = _VIRTUAL_RE.match(path)
+    if match is None or int(match.group(1)) >= count:
+        return None
+    return match.group(2) or "/", int(match.group(1))
 
 
 def extract_auth_value(header: str | None, key: str) -> str | None:
@@ -229,17 +260,35 @@ class ApiListener:
     # -- pipeline -------------------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.Response:
-        """Entry point for every request on the listener."""
+        """Entry point for every request on the listener (behind the virtual clusters' proxy, if any).
+
+        Counters record the path pveproxy sees (without a ``/vc/<k>`` prefix) and the virtual cluster.
+        """
+        routed = route_virtual(request.path, self.sim.config.virtual_clusters)
+        path, virtual = routed if routed is not None else (request.path, None)
         for counters in self._counter_sets:
-            counters.request(request.method, request.path)
+            counters.request(request.method, path, virtual)
             counters.enter()
         try:
-            return await self._handle(request, self.stopping)
+            if routed is None:
+                for counters in self._counter_sets:
+                    counters.response(404)
+                self.sim.log.info(
+                    "%s %s %s %s 404 (no such virtual cluster)",
+                    self.node.name,
+                    request.remote,
+                    request.method,
+                    request.path,
+                )
+                return web.Response(status=404, reason="Not Found", text="no such virtual cluster\n")
+            return await self._handle(request, self.stopping, path, virtual)
         finally:
             for counters in self._counter_sets:
                 counters.leave()
 
-    async def _handle(self, request: web.Request, stopping: asyncio.Event) -> web.Response:
+    async def _handle(
+        self, request: web.Request, stopping: asyncio.Event, path: str, virtual: int | None
+    ) -> web.Response:
         loop = asyncio.get_running_loop()
         started = loop.time()
         sim = self.sim
@@ -264,7 +313,7 @@ class ApiListener:
             response = self._response(request, status, reason, retry_after=retry_after)
         else:
             try:
-                response, authid = await self._dispatch(request, started)
+                response, authid = await self._dispatch(request, started, path, virtual)
             except Exception as exc:  # any crash becomes a 500/501, like PVE's eval around the handler
                 sim.log.exception("internal error handling %s %s", request.method, request.path)
                 response = self._error(request, sim.flavour.internal_error_status, f"{type(exc).__name__}")
@@ -311,11 +360,13 @@ class ApiListener:
         abort_connection(request.transport)
         return web.Response(status=500)
 
-    async def _dispatch(self, request: web.Request, started: float) -> tuple[web.Response, str | None]:
-        """The pipeline; returns the response and the id to log (authenticated or login user)."""
+    async def _dispatch(
+        self, request: web.Request, started: float, path: str, virtual: int | None
+    ) -> tuple[web.Response, str | None]:
+        """The pipeline for ``path`` (the request's, less a virtual cluster's prefix); returns the response and
+        the id to log (authenticated or login user)."""
         sim = self.sim
         method = request.method
-        path = request.path
         if method not in _KNOWN_METHODS:
             return self._response(request, 501, f"method '{method}' not available"), None
         if not path.startswith(BASE_URI):
@@ -359,7 +410,7 @@ class ApiListener:
             login_user = params.get("username")
             authid = login_user if isinstance(login_user, str) else None
         result = self._rest_handler(
-            request, method=method, rel_uri=rel_uri, auth=auth, params=params, is_login=is_login
+            request, method=method, rel_uri=rel_uri, auth=auth, params=params, is_login=is_login, virtual=virtual
         )
         if is_login:
             for counters in self._counter_sets:
@@ -396,6 +447,7 @@ class ApiListener:
         auth: AuthInfo,
         params: Params,
         is_login: bool,
+        virtual: int | None = None,
     ) -> _Result:
         sim = self.sim
         endpoint = find_endpoint(method, rel_uri)
@@ -417,6 +469,7 @@ class ApiListener:
                 auth=auth,
                 client_ip=request.remote or "",
                 refuse_logins=self.faults.refuse_logins,
+                virtual_cluster=virtual,
             )
             return _Result(200, data=endpoint.handler(context, checked))
         except ApiError as exc:

@@ -74,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     add("--no-privsep", action="append", default=[], metavar="TOKENID", help="disable privilege separation")
     add("--auth-fail-delay", type=float, metavar="SECONDS", help="delay of failed authentications (default 3)")
     add("--keepalive-timeout", type=float, metavar="SECONDS", help="idle keep-alive timeout (default 5)")
+    add(
+        "--virtual-clusters",
+        type=int,
+        metavar="COUNT",
+        help="serve COUNT virtual clusters <cluster-name>-<k> under /vc/<k>/ (a path-routing proxy; default 0: off)",
+    )
     add("--cert-dir", type=Path, metavar="DIR", help="certificate directory, reused across runs (default: temp)")
     add("--ready-file", type=Path, metavar="PATH", help="write a JSON ready file once listening")
     add("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="stderr log level")
@@ -120,6 +126,7 @@ def build_config(args: argparse.Namespace) -> SimulatorConfig:
         "auth_fail_delay": args.auth_fail_delay,
         "keepalive_timeout": args.keepalive_timeout,
         "cert_dir": args.cert_dir,
+        "virtual_clusters": args.virtual_clusters,
     }
     data.update({key: value for key, value in scalars.items() if value is not None})
 

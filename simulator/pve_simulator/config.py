@@ -227,6 +227,12 @@ class SimulatorConfig(BaseModel):
         auth_fail_delay: seconds a failed authentication is delayed (PVE: 3).
         keepalive_timeout: idle keep-alive connections are closed after this many seconds (PVE: 5).
         cert_dir: where certificates are kept and reused; ``None``: a temporary directory.
+        virtual_clusters: serve this many *virtual clusters* behind a path-routing reverse proxy
+            (``0``, the default: off).  A request for ``/vc/<k>/<path>`` with ``0 <= k < virtual_clusters``
+            is answered as ``/<path>`` by cluster ``<cluster_name>-<k>``: only the cluster name differs
+            (``/cluster/status``, and ``clustername`` of a login), so ``k`` clusters with distinct
+            identities share one simulator.  Needs a ``cluster_name``; every virtual name must be a
+            valid cluster name (at most 15 characters).  See :func:`pve_simulator.app.route_virtual`.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -246,6 +252,7 @@ class SimulatorConfig(BaseModel):
     auth_fail_delay: float = Field(default=3.0, ge=0.0)
     keepalive_timeout: float = Field(default=5.0, gt=0.0)
     cert_dir: Path | None = None
+    virtual_clusters: int = Field(default=0, ge=0)
 
     @field_validator("listen_address")
     @classmethod
@@ -277,6 +284,12 @@ class SimulatorConfig(BaseModel):
         if len(set(names)) != len(names):
             raise ValueError("node names must be unique")
         self.nodes = self._with_addresses()
+        if self.virtual_clusters:
+            if self.cluster_name is None:
+                raise ValueError("virtual clusters need a cluster_name (they are named <cluster_name>-<k>)")
+            last = self.virtual_cluster_name(self.virtual_clusters - 1)
+            if len(last) > 15:
+                raise ValueError(f"virtual cluster name '{last}' is longer than 15 characters: shorten cluster_name")
         userids = [user.userid for user in self.users]
         if len(set(userids)) != len(userids):
             raise ValueError("user ids must be unique")
@@ -320,6 +333,10 @@ class SimulatorConfig(BaseModel):
     def clustered(self) -> bool:
         """Whether this is a cluster (rather than a standalone node)."""
         return self.cluster_name is not None
+
+    def virtual_cluster_name(self, index: int) -> str:
+        """The cluster name of virtual cluster ``index`` (``<cluster_name>-<index>``)."""
+        return f"{self.cluster_name}-{index}"
 
     def fqdn(self, node: str) -> str:
         """The node's FQDN (``name.domain``, or just the name without a domain)."""

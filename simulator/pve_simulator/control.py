@@ -13,6 +13,8 @@ Endpoints (JSON in and out):
   keys may be given together;
 * ``GET /nodes/<name>/counters`` - the node's counters; with ``?window=SECONDS`` also
   ``max_requests_in_window``, the most requests that arrived within any window that long;
+* ``GET /counters/virtual-clusters`` - arrival times (``time.monotonic()`` of the simulator's host) of the
+  requests to each virtual cluster, ``{"now": T, "arrivals": {"<k>": [t, ...]}}``; ``?since=T`` only those from T;
 * ``POST /counters/reset`` - zero the request counters (cluster-wide and per node).
 
 Errors are ``400``/``404`` with ``{"error": "..."}``.  Nothing here is part of Proxmox VE; it exists so
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -151,6 +154,16 @@ class _Control:
             result["max_requests_in_window"] = counters.max_requests_in_any_window(seconds)
         return _json(result)
 
+    async def get_virtual_arrivals(self, request: web.Request) -> web.Response:
+        since: float | None = None
+        if "since" in request.query:
+            try:
+                since = float(request.query["since"])
+            except ValueError:
+                return _error(400, "since must be a number (time.monotonic() seconds)")
+        arrivals = self.sim.counters.virtual_cluster_arrivals(since)
+        return _json({"now": time.monotonic(), "arrivals": {str(k): v for k, v in sorted(arrivals.items())}})
+
     async def reset_counters(self, request: web.Request) -> web.Response:
         self.sim.counters.reset()
         for counters in self.sim.node_counters.values():
@@ -175,5 +188,6 @@ def build_control_app(
     app.router.add_put("/nodes/{name}/faults", control.put_node_faults)
     app.router.add_delete("/nodes/{name}/faults", control.delete_node_faults)
     app.router.add_get("/nodes/{name}/counters", control.get_node_counters)
+    app.router.add_get("/counters/virtual-clusters", control.get_virtual_arrivals)
     app.router.add_post("/counters/reset", control.reset_counters)
     return app

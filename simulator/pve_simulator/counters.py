@@ -44,6 +44,8 @@ class RequestCounters:
         total: every request on the API listener(s).
         by_path: ``"METHOD /path"`` -> count.
         by_status: HTTP status -> count (requests that were reset or never answered have none).
+        by_virtual_cluster: virtual cluster ``k`` -> requests routed to it (``/vc/<k>/...``; empty
+            without virtual clusters).
         login_attempts: every ``POST /api2/json/access/ticket``.
         login_successes / login_failures: logins answered 200 / 401.
         auth_failures: requests rejected by authentication (bad/missing ticket or token, CSRF).
@@ -59,6 +61,7 @@ class RequestCounters:
         self.total = 0
         self.by_path: Counter[str] = Counter()
         self.by_status: Counter[int] = Counter()
+        self.by_virtual_cluster: Counter[int] = Counter()
         self.login_attempts = 0
         self.login_successes = 0
         self.login_failures = 0
@@ -67,16 +70,19 @@ class RequestCounters:
         self.hangs = 0
         self.in_flight = 0
         self.max_in_flight = 0
-        self._arrivals: deque[tuple[float, str]] = deque(maxlen=MAX_ARRIVALS)
+        self._arrivals: deque[tuple[float, str, int | None]] = deque(maxlen=MAX_ARRIVALS)
 
-    def request(self, method: str, path: str) -> None:
-        """Record an incoming request (and its arrival time, ``time.monotonic()``)."""
+    def request(self, method: str, path: str, virtual_cluster: int | None = None) -> None:
+        """Record an incoming request (and its arrival time, ``time.monotonic()``); ``path`` is the one pveproxy
+        sees (a virtual cluster's ``/vc/<k>`` prefix removed, ``k`` given as ``virtual_cluster``)."""
         now = time.monotonic()
         key = f"{method} {path}"
         with self._lock:
             self.total += 1
             self.by_path[key] += 1
-            self._arrivals.append((now, key))
+            if virtual_cluster is not None:
+                self.by_virtual_cluster[virtual_cluster] += 1
+            self._arrivals.append((now, key, virtual_cluster))
 
     def enter(self) -> None:
         """A request starts being handled."""
@@ -131,13 +137,23 @@ class RequestCounters:
         with self._lock:
             entries = list(self._arrivals)
         result = []
-        for stamp, key in entries:
+        for stamp, key, _ in entries:
             entry_method, entry_path = key.split(" ", 1)
             if path is not None and entry_path != path:
                 continue
             if method is not None and entry_method != method.upper():
                 continue
             result.append(stamp)
+        return result
+
+    def virtual_cluster_arrivals(self, since: float | None = None) -> dict[int, list[float]]:
+        """Virtual cluster ``k`` -> arrival times (``time.monotonic()``, from ``since`` on) of its requests."""
+        with self._lock:
+            entries = list(self._arrivals)
+        result: dict[int, list[float]] = {}
+        for stamp, _, virtual in entries:
+            if virtual is not None and (since is None or stamp >= since):
+                result.setdefault(virtual, []).append(stamp)
         return result
 
     def max_requests_in_any_window(self, seconds: float, path: str | None = None, method: str | None = None) -> int:
@@ -154,6 +170,7 @@ class RequestCounters:
             self.total = 0
             self.by_path.clear()
             self.by_status.clear()
+            self.by_virtual_cluster.clear()
             self.login_attempts = self.login_successes = self.login_failures = 0
             self.auth_failures = 0
             self.resets = self.hangs = 0
@@ -167,6 +184,7 @@ class RequestCounters:
                 "total": self.total,
                 "by_path": dict(self.by_path),
                 "by_status": {str(status): n for status, n in sorted(self.by_status.items())},
+                "by_virtual_cluster": {str(k): n for k, n in sorted(self.by_virtual_cluster.items())},
                 "login_attempts": self.login_attempts,
                 "login_successes": self.login_successes,
                 "login_failures": self.login_failures,

@@ -452,6 +452,7 @@ class SimulatorServer:
             "node_listeners": self.per_node_listeners,
             "pve_version": self.flavour.version,
             "cluster_name": self.cluster.name,
+            "virtual_clusters": self.config.virtual_clusters,
             "quorate": self.cluster.quorate,
             "local_node": self.node.name,
             "nodes": [self._node_info(node) for node in self.cluster],
@@ -474,6 +475,7 @@ class SimulatorServer:
             "pid": os.getpid(),
             "pve_version": self.flavour.version,
             "cluster_name": self.cluster.name,
+            "virtual_clusters": self.config.virtual_clusters,
             "node": self.node.name,
             "fingerprints": self.fingerprints,
             "nodes": {
