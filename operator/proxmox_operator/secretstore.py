@@ -75,9 +75,6 @@ class SecretCache:
     def __init__(self) -> None:
         self._items: dict[tuple[str, str], Secret] = {}
 
-    def __len__(self) -> int:
-        return len(self._items)
-
     def get(self, namespace: str, name: str) -> Secret | None:
         return self._items.get((namespace, name))
 

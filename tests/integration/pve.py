@@ -80,6 +80,10 @@ class PVE:
     def logins(self) -> int:
         return self.server.counters.login_attempts
 
+    def probes(self) -> int:
+        """Probes seen: each reads /cluster/status once (status itself is written only on changes)."""
+        return self.server.counters.count("/api2/json/cluster/status", "GET")
+
     def node_url(self, node: str) -> str:
         """Every node listens on its own loopback address (127.0.0.1, .2, .3) on the same port."""
         return self.server.node_url(node)

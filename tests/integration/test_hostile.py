@@ -86,9 +86,9 @@ def test_hostile_endpoints_are_invalid_responses_and_the_healthy_cluster_keeps_b
     wait_condition(cluster, ns, "throttle", "False", "ServerError", timeout=90)
 
     # The healthy cluster is probed again after all that, and is still Ready.
-    probes = pve.server.counters.count("/api2/json/cluster/status", "GET")
+    probes = pve.probes()
     wait_for(
-        lambda: pve.server.counters.count("/api2/json/cluster/status", "GET") > probes,
+        lambda: pve.probes() > probes,
         timeout=60,
         what="another probe of the healthy cluster",
     )

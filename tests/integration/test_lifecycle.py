@@ -33,11 +33,6 @@ pytestmark = pytest.mark.integration
 FAST = {"healthCheck": {"intervalSeconds": 10}}
 
 
-def probes_of(pve: PVE) -> int:
-    """Probes the simulator has seen: each reads /cluster/status once (status is written only on changes)."""
-    return pve.server.counters.count("/api2/json/cluster/status", "GET")
-
-
 def test_sigkill_mid_round_converges_without_an_event_storm(
     cluster: Cluster, own_operator: OperatorProcess, life_namespace: str, pve: PVE
 ) -> None:
@@ -73,9 +68,9 @@ def test_discovered_endpoints_and_status_survive_an_operator_restart(
     register(cluster, life_namespace, pve, extra=FAST)
     before = wait_condition(cluster, life_namespace, "lab", "True")
     own_operator.stop()
-    probes = probes_of(pve)
+    probes = pve.probes()
     own_operator.start()
-    wait_for(lambda: probes_of(pve) > probes, timeout=40, what="a probe by the restarted operator")
+    wait_for(lambda: pve.probes() > probes, timeout=40, what="a probe by the restarted operator")
     after = wait_condition(cluster, life_namespace, "lab", "True")
     assert (
         after["status"]["conditions"][0]["lastTransitionTime"]
@@ -184,8 +179,8 @@ def test_kube_apiserver_restart_resumes_watches_and_status_updates(
     )
     assert up.returncode == 0, up.stderr
     # Probes go on after the restart...
-    probes = probes_of(pve)
-    wait_for(lambda: probes_of(pve) > probes, timeout=60, what="a probe after the restart")
+    probes = pve.probes()
+    wait_for(lambda: pve.probes() > probes, timeout=60, what="a probe after the restart")
     # ...and the watch resumed: a spec change is noticed and its generation observed.
     patched = pxc_manifest(
         "lab",

@@ -186,11 +186,9 @@ def test_a_steady_cluster_is_probed_with_one_request_and_no_status_write(
     register(cluster, namespace, pve, extra=FAST)
     first = wait_condition(cluster, namespace, "lab", "True")
     counters = pve.server.counters
-    probes, requests = counters.count("/api2/json/cluster/status", "GET"), counters.total
-    wait_for(
-        lambda: counters.count("/api2/json/cluster/status", "GET") >= probes + 2, timeout=40, what="two more probes"
-    )
-    done = counters.count("/api2/json/cluster/status", "GET") - probes
+    probes, requests = pve.probes(), counters.total
+    wait_for(lambda: pve.probes() >= probes + 2, timeout=40, what="two more probes")
+    done = pve.probes() - probes
     assert counters.total - requests == done, "one request per probe: version, nodes and permissions are cached"
     later = get_pxc(cluster, namespace, "lab")
     assert later is not None
