@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv crds lint test test-unit test-simulator test-integration controlplane cluster cluster-down \
+.PHONY: help venv crds lint test test-unit test-simulator test-integration controlplane tools cluster cluster-down \
         cluster-status demo demo-down bench fresh-check clean
 
 help: ## list the targets
@@ -37,7 +37,12 @@ lint: $(STAMP) ## ruff (lint + format check), mypy --strict, and the layer contr
 controlplane: ## check what the local control plane needs, build kube-apiserver once (cached), install etcd
 	@bash hack/cluster.sh prepare
 
-test: $(STAMP) lint controlplane ## every test: unit, simulator, and integration on the real local control plane
+# helm, built from hack/tools/go.mod once (about 1-2 minutes) and cached like the control plane; the tests of
+# deploy/ find it with `hack/tools.sh helm` and never build it themselves.
+tools: ## build the developer tools from source once (cached): helm
+	@bash hack/tools.sh helm >/dev/null
+
+test: $(STAMP) lint controlplane tools ## every test: unit, simulator, and integration on the real local control plane
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## unit tests only (no cluster, no network)
