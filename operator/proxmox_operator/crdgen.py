@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from proxmox_operator import models
+from proxmox_operator.api import v1alpha1 as api
 
 _DROP = frozenset({"title", "default"})
 
@@ -59,7 +59,7 @@ def _describe(text: str) -> str:
 
 
 def openapi_schema() -> dict[str, Any]:
-    raw = models.ProxmoxCluster.model_json_schema(by_alias=True, mode="validation")
+    raw = api.ProxmoxCluster.model_json_schema(by_alias=True, mode="validation")
     defs = raw.pop("$defs", {})
     schema: dict[str, Any] = _resolve(raw, defs)
     props = schema["properties"]
@@ -76,25 +76,25 @@ def crd() -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{models.PLURAL}.{models.GROUP}"},
+        "metadata": {"name": f"{api.PLURAL}.{api.GROUP}"},
         "spec": {
-            "group": models.GROUP,
+            "group": api.GROUP,
             "scope": "Namespaced",
             "names": {
-                "kind": models.KIND,
-                "listKind": f"{models.KIND}List",
-                "plural": models.PLURAL,
-                "singular": models.SINGULAR,
-                "shortNames": list(models.SHORT_NAMES),
-                "categories": list(models.CATEGORIES),
+                "kind": api.KIND,
+                "listKind": f"{api.KIND}List",
+                "plural": api.PLURAL,
+                "singular": api.SINGULAR,
+                "shortNames": list(api.SHORT_NAMES),
+                "categories": list(api.CATEGORIES),
             },
             "versions": [
                 {
-                    "name": models.VERSION,
+                    "name": api.VERSION,
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": list(models.ProxmoxCluster.PRINTER_COLUMNS),
+                    "additionalPrinterColumns": list(api.ProxmoxCluster.PRINTER_COLUMNS),
                     "schema": {"openAPIV3Schema": openapi_schema()},
                 }
             ],
@@ -102,7 +102,7 @@ def crd() -> dict[str, Any]:
     }
 
 
-HEADER = "# Generated from operator/proxmox_operator/models.py by `make crds`. Do not edit by hand.\n"
+HEADER = "# Generated from operator/proxmox_operator/api/v1alpha1/types.py by `make crds`. Do not edit by hand.\n"
 
 
 def render() -> str:
@@ -111,7 +111,7 @@ def render() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    out = Path(args[0]) if args else Path("crds") / f"{models.PLURAL}.yaml"
+    out = Path(args[0]) if args else Path("crds") / f"{api.PLURAL}.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(), encoding="utf-8")
     print(f"wrote {out}")

@@ -25,7 +25,9 @@ from typing import Any
 
 import kopf
 
-from proxmox_operator import kube, models, secretstore
+from proxmox_operator import kube, secretstore
+from proxmox_operator.api import v1alpha1 as api
+from proxmox_operator.api.v1alpha1 import Reason
 from proxmox_operator.controller.ports import Key
 from proxmox_operator.controller.registry import Registry
 from proxmox_operator.controller.worker import is_paused, run_worker
@@ -33,17 +35,17 @@ from proxmox_operator.settings import Tuning
 
 log = logging.getLogger(__name__)
 
-PXC = (models.GROUP, models.VERSION, models.PLURAL)
-FINALIZER = f"{models.GROUP}/finalizer"
+PXC = (api.GROUP, api.VERSION, api.PLURAL)
+FINALIZER = f"{api.GROUP}/finalizer"
 
 
 @kopf.on.startup()
 def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     """All kopf settings in one place. Storage names are ours so they never collide with other operators."""
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=models.GROUP)
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=models.GROUP, key="last-handled-configuration"
+        prefix=api.GROUP, key="last-handled-configuration"
     )
     # Server-side: no other Secret of the cluster ever streams through the operator.
     settings.watching.label_selectors["", "v1", "secrets"] = secretstore.CREDENTIALS_LABEL_SELECTOR
@@ -91,7 +93,7 @@ async def worker(
             memo.kube.post_event(
                 _plain(body),
                 type_="Normal",
-                reason="Deregistered",
+                reason=Reason.DEREGISTERED,
                 message="the cluster was deregistered",
                 # When the whole namespace is being deleted, no Event can be created in it any more.
                 retry=False,

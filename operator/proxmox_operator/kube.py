@@ -20,7 +20,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from proxmox_operator import models, secretstore
+from proxmox_operator import secretstore
+from proxmox_operator.api import v1alpha1 as api
 from proxmox_operator.controller.ports import KubeUnavailable, ObjectGone, SecretForbidden
 from proxmox_operator.secretstore import Secret, SecretCache
 
@@ -104,10 +105,10 @@ class KubeClient:
         try:
             await asyncio.to_thread(
                 self._custom.patch_namespaced_custom_object_status,
-                models.GROUP,
-                models.VERSION,
+                api.GROUP,
+                api.VERSION,
                 namespace,
-                models.PLURAL,
+                api.PLURAL,
                 name,
                 {"status": status},
                 _content_type="application/merge-patch+json",

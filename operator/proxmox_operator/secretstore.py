@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxmox_operator.models import GROUP
+from proxmox_operator.api.v1alpha1 import GROUP
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
+from proxmox_operator.api.v1alpha1 import ProxmoxClusterSpec
 from proxmox_operator.controller.sources import discovery_basis
-from proxmox_operator.models import ProxmoxClusterSpec
 from proxmox_operator.proxmox import AllowedHosts, TokenCredentials, TrustConfig
 from tests.integration.conftest import CREDENTIALS_LABEL, OperatorProcess, apply, pxc_manifest, token_secret
 from tests.integration.kube import Cluster, condition, events, get_pxc, wait_condition, wait_for

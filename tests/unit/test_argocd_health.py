@@ -22,6 +22,9 @@ from typing import Any
 import pytest
 from lupa import lua54
 
+from proxmox_operator.api.v1alpha1 import ConditionType as Type
+from proxmox_operator.api.v1alpha1 import Reason
+
 ROOT = Path(__file__).resolve().parents[2]
 HEALTH_LUA = ROOT / "deploy" / "argocd" / "health.lua"
 README = ROOT / "deploy" / "argocd" / "README.md"
@@ -154,17 +157,17 @@ def pxc(
 
 
 def ready(generation: int | None = 1) -> dict[str, Any]:
-    return cond("Ready", "True", "Registered", READY_MESSAGE, generation)
+    return cond(Type.READY, "True", Reason.REGISTERED, READY_MESSAGE, generation)
 
 
 def healthy_pxc() -> dict[str, Any]:
     return pxc(
         ready(),
-        cond("Authenticated", "True", "LoggedIn"),
-        cond("Reachable", "True", "Reachable"),
-        cond("TLSVerified", "True", "CertificateVerified"),
-        cond("Quorate", "True", "Quorate"),
-        cond("PermissionsSufficient", "True", "PermissionsSufficient"),
+        cond(Type.AUTHENTICATED, "True", Reason.LOGGED_IN),
+        cond(Type.REACHABLE, "True", Reason.CONNECTED),
+        cond(Type.TLS_VERIFIED, "True", Reason.VERIFIED),
+        cond(Type.QUORATE, "True", Reason.QUORATE),
+        cond(Type.PERMISSIONS, "True", Reason.SUFFICIENT),
     )
 
 
@@ -185,13 +188,13 @@ def test_healthy_needs_no_observed_generation_on_the_ready_condition() -> None:
 
 
 def test_healthy_with_an_empty_ready_message_still_says_something() -> None:
-    obj = pxc(cond("Ready", "True", "Registered", ""))
+    obj = pxc(cond(Type.READY, "True", Reason.REGISTERED, ""))
     assert evaluate(obj) == Health("Healthy", "Ready")
 
 
 def test_ready_is_the_summary_a_false_detail_condition_does_not_override_it() -> None:
     """Ready=True means the operator weighed every other condition and found the cluster registered."""
-    obj = pxc(ready(), cond("Quorate", "False", "NoQuorum", "2 of 3 votes"))
+    obj = pxc(ready(), cond(Type.QUORATE, "False", Reason.QUORUM_LOST, "2 of 3 votes"))
     assert evaluate(obj).status == "Healthy"
 
 
@@ -213,7 +216,7 @@ def test_empty_conditions_before_the_first_probe_are_progressing() -> None:
 
 
 def test_conditions_without_ready_are_progressing() -> None:
-    health = evaluate(pxc(cond("Authenticated", "True", "LoggedIn")))
+    health = evaluate(pxc(cond(Type.AUTHENTICATED, "True", Reason.LOGGED_IN)))
     assert health.status == "Progressing"
     assert "no Ready condition yet" in health.message
 
@@ -227,7 +230,7 @@ def test_an_older_observed_generation_is_progressing_even_when_ready() -> None:
 
 def test_a_failure_reported_for_an_older_generation_is_progressing_not_degraded() -> None:
     """The user may just have fixed the spec: an old failure says nothing about the new one."""
-    failed = cond("Ready", "False", "TLSError", "certificate verify failed", generation=1)
+    failed = cond(Type.READY, "False", Reason.TLS_ERROR, "certificate verify failed", generation=1)
     health = evaluate(pxc(failed, generation=2, observed=1))
     assert health.status == "Progressing"
     assert "last reported: Ready=False, TLSError" in health.message
@@ -247,9 +250,9 @@ def test_a_status_without_observed_generation_is_progressing() -> None:
 
 def test_ready_unknown_for_the_current_generation_is_progressing() -> None:
     """Unknown: the operator has not decided yet (e.g. a probe in flight). A wait, not a failure."""
-    obj = pxc(cond("Ready", "Unknown", "Probing", "first probe in progress"))
+    obj = pxc(cond(Type.READY, "Unknown", Reason.NOT_CHECKED, "first probe in progress"))
     assert evaluate(obj) == Health(
-        "Progressing", "Waiting for the operator to decide: Probing: first probe in progress"
+        "Progressing", "Waiting for the operator to decide: NotChecked: first probe in progress"
     )
 
 
@@ -258,12 +261,15 @@ def test_ready_unknown_for_the_current_generation_is_progressing() -> None:
 
 def test_ready_false_for_the_current_generation_is_degraded_with_reason_and_message() -> None:
     message = "https://pve1.example.com:8006 rejected the login for root@pam: authentication failure"
-    obj = pxc(cond("Ready", "False", "AuthenticationFailed", message), cond("Authenticated", "False", "Rejected"))
+    obj = pxc(
+        cond(Type.READY, "False", Reason.AUTHENTICATION_FAILED, message),
+        cond(Type.AUTHENTICATED, "False", Reason.AUTHENTICATION_FAILED),
+    )
     assert evaluate(obj) == Health("Degraded", f"AuthenticationFailed: {message}")
 
 
 def test_degraded_without_a_message_shows_the_reason() -> None:
-    assert evaluate(pxc(cond("Ready", "False", "Unreachable"))) == Health("Degraded", "Unreachable")
+    assert evaluate(pxc(cond(Type.READY, "False", Reason.UNREACHABLE))) == Health("Degraded", "Unreachable")
 
 
 # --- Suspended ------------------------------------------------------------------------------------------
@@ -272,8 +278,8 @@ def test_degraded_without_a_message_shows_the_reason() -> None:
 def test_paused_is_suspended_and_says_how_to_resume() -> None:
     # What the operator writes while paused: Ready=False (reason Paused) and Paused=True.
     obj = pxc(
-        cond("Ready", "False", "Paused", PAUSED_MESSAGE),
-        cond("Paused", "True", "Paused", PAUSED_MESSAGE),
+        cond(Type.READY, "False", Reason.PAUSED, PAUSED_MESSAGE),
+        cond(Type.PAUSED, "True", Reason.PAUSED, PAUSED_MESSAGE),
         annotations=PAUSED_ANNOTATION,
     )
     health = evaluate(obj)
@@ -284,12 +290,12 @@ def test_paused_is_suspended_and_says_how_to_resume() -> None:
 
 def test_paused_wins_over_a_stale_generation() -> None:
     """While paused the operator does not act on spec changes, so waiting for it would never end."""
-    obj = pxc(ready(), cond("Paused", "True", "Paused"), generation=3, observed=1)
+    obj = pxc(ready(), cond(Type.PAUSED, "True", Reason.PAUSED), generation=3, observed=1)
     assert evaluate(obj).status == "Suspended"
 
 
 def test_paused_false_is_not_suspended() -> None:
-    obj = pxc(ready(), cond("Paused", "False", "Resumed"))
+    obj = pxc(ready(), cond(Type.PAUSED, "False", Reason.RESUMED))
     assert evaluate(obj) == Health("Healthy", READY_MESSAGE)
 
 
@@ -299,7 +305,7 @@ def test_the_annotation_alone_is_not_suspended_until_the_operator_acknowledges_i
 
 
 def test_paused_without_name_or_namespace_still_says_how_to_resume() -> None:
-    obj = pxc(cond("Paused", "True", "Paused"))
+    obj = pxc(cond(Type.PAUSED, "True", Reason.PAUSED))
     del obj["metadata"]["name"], obj["metadata"]["namespace"]
     health = evaluate(obj)
     assert health.status == "Suspended"
@@ -379,13 +385,13 @@ def odd(mutate: Any) -> dict[str, Any]:
             odd(lambda o: o["status"]["conditions"][0].update(message=["x"])), "Healthy", id="ready-message-a-list"
         ),
         pytest.param(
-            odd(lambda o: o["status"]["conditions"].insert(0, {"type": "Paused", "status": "True", "reason": 1})),
+            odd(lambda o: o["status"]["conditions"].insert(0, {"type": Type.PAUSED, "status": "True", "reason": 1})),
             "Suspended",
             id="paused-with-odd-fields",
         ),
         pytest.param(
             odd(lambda o: o["metadata"].update(name=["lab"], namespace={"x": 1}, annotations="paused"))
-            | {"status": {"conditions": [cond("Paused", "True", "Paused")]}},
+            | {"status": {"conditions": [cond(Type.PAUSED, "True", Reason.PAUSED)]}},
             "Suspended",
             id="paused-name-not-a-string",
         ),
@@ -551,3 +557,10 @@ def test_readme_documents_the_exact_argocd_cm_key() -> None:
     assert group_kind.split("_") == ["proxmox-operator.dev", "ProxmoxCluster"]
     # A ConfigMap data key: [-._a-zA-Z0-9]+, at most 253 characters.
     assert re.fullmatch(r"[-._a-zA-Z0-9]{1,253}", ARGOCD_CM_KEY)
+
+
+def test_the_script_reads_only_condition_types_the_operator_writes() -> None:
+    """health.lua names condition types as literals (Lua has no access to the enums): each must be a member."""
+    named = set(re.findall(r'find_condition\(conditions, "([A-Za-z]+)"\)', HEALTH_LUA.read_text(encoding="utf-8")))
+    assert named, "health.lua no longer looks conditions up by type; update this test"
+    assert named <= {t.value for t in Type}, f"health.lua reads unknown condition types: {named - set(Type)}"

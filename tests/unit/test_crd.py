@@ -5,10 +5,11 @@ from typing import Any
 
 import yaml
 
-from proxmox_operator import crdgen, models
+from proxmox_operator import crdgen
+from proxmox_operator.api import v1alpha1 as api
 
 ROOT = Path(__file__).resolve().parents[2]
-CRD_FILE = ROOT / "crds" / f"{models.PLURAL}.yaml"
+CRD_FILE = ROOT / "crds" / f"{api.PLURAL}.yaml"
 
 
 def walk(node: Any, path: str = "") -> Any:
@@ -23,7 +24,7 @@ def walk(node: Any, path: str = "") -> Any:
 
 def test_committed_crd_matches_the_models() -> None:
     assert CRD_FILE.read_text(encoding="utf-8") == crdgen.render(), (
-        "crds/ is out of date with operator/proxmox_operator/models.py: run `make crds` and commit the result"
+        "crds/ is out of date with operator/proxmox_operator/api/v1alpha1/types.py: run `make crds` and commit it"
     )
 
 
@@ -94,4 +95,4 @@ def test_every_spec_field_is_documented() -> None:
 
 
 def test_group_is_ours() -> None:
-    assert not models.GROUP.endswith(("k8s.io", "kubernetes.io"))
+    assert not api.GROUP.endswith(("k8s.io", "kubernetes.io"))

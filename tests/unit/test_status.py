@@ -3,7 +3,14 @@
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from proxmox_operator import conditions
+from proxmox_operator.api.v1alpha1 import (
+    AuthStatus,
+    ConditionStatus,
+    NodesStatus,
+    NodeStatus,
+    VersionInfo,
+    conditions,
+)
 from proxmox_operator.controller.facts import facts_from
 from proxmox_operator.controller.outcome import DUPLICATE, PAUSED, QUORATE, TLS_VERIFIED, Cond, Facts, Outcome
 from proxmox_operator.controller.ports import Key
@@ -14,13 +21,6 @@ from proxmox_operator.controller.status import (
     events_for,
     next_status,
     worth_writing,
-)
-from proxmox_operator.models import (
-    AuthStatus,
-    ConditionStatus,
-    NodesStatus,
-    NodeStatus,
-    VersionInfo,
 )
 from proxmox_operator.proxmox import ClusterStatusEntry, Node, Version
 from proxmox_operator.settings import Tuning

@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from proxmox_operator.controller.outcome import Facts
-from proxmox_operator.models import (
+from proxmox_operator.api.v1alpha1 import (
     NodesStatus,
     NodeStatus,
     VersionInfo,
 )
+from proxmox_operator.controller.outcome import Facts
 from proxmox_operator.proxmox import (
     ProxmoxClient,
     endpoint_for_ip,

@@ -7,6 +7,13 @@ import time
 from collections.abc import Iterable
 
 from proxmox_operator import secretstore
+from proxmox_operator.api.v1alpha1 import (
+    AuthStatus,
+    ConditionStatus,
+    ConditionType,
+    ProxmoxClusterSpec,
+    Reason,
+)
 from proxmox_operator.controller.facts import discovered_endpoints, facts_from
 from proxmox_operator.controller.outcome import (
     AUTHENTICATED,
@@ -31,11 +38,6 @@ from proxmox_operator.controller.sources import (
     discovery_basis,
     not_labeled,
     read_trust,
-)
-from proxmox_operator.models import (
-    AuthStatus,
-    ConditionStatus,
-    ProxmoxClusterSpec,
 )
 from proxmox_operator.proxmox import (
     CredentialsInvalid,
@@ -66,27 +68,27 @@ async def probe(
     where = f"Secret '{ref.name}' in namespace '{secret_ns}'"
     if secret_ns != key.namespace and not tuning.allow_cross_namespace_secrets:
         return stopped_early(
-            "SecretNamespaceForbidden",
+            Reason.SECRET_NAMESPACE_FORBIDDEN,
             f"{where} is in another namespace than the ProxmoxCluster; move the Secret to namespace "
             f"'{key.namespace}', or start the operator with --allow-cross-namespace-secrets",
             transient=False,
-            conds={AUTHENTICATED: cond_false("SecretNamespaceForbidden")},
+            conds={AUTHENTICATED: cond_false(Reason.SECRET_NAMESPACE_FORBIDDEN)},
         )
     try:
         secret = await kube.read_secret(secret_ns, ref.name)
     except SecretForbidden:
         return stopped_early(
-            "SecretForbidden",
+            Reason.SECRET_FORBIDDEN,
             f"the operator may not read {where}; grant its ServiceAccount 'get' on secrets",
             transient=False,
-            conds={AUTHENTICATED: cond_false("SecretForbidden")},
+            conds={AUTHENTICATED: cond_false(Reason.SECRET_FORBIDDEN)},
         )
     if secret is None:
         return stopped_early(
-            "SecretNotFound",
+            Reason.SECRET_NOT_FOUND,
             f"{where} does not exist; create it with tokenId + tokenSecret or username + password, labelled "
             f"{secretstore.CREDENTIALS_LABEL}=true",
-            conds={AUTHENTICATED: cond_false("SecretNotFound")},
+            conds={AUTHENTICATED: cond_false(Reason.SECRET_NOT_FOUND)},
         )
     if not secret.opted_in:
         return not_labeled(where, ref.name, secret_ns, AUTHENTICATED)
@@ -94,7 +96,10 @@ async def probe(
         creds = from_secret_data(dict(secret.data))
     except CredentialsInvalid as exc:
         return stopped_early(
-            "SecretInvalid", f"{where}: {exc}", transient=False, conds={AUTHENTICATED: cond_false("SecretInvalid")}
+            Reason.SECRET_INVALID,
+            f"{where}: {exc}",
+            transient=False,
+            conds={AUTHENTICATED: cond_false(Reason.SECRET_INVALID)},
         )
     allowed = allowed_hosts_of(spec, secret, where)
     if isinstance(allowed, Outcome):
@@ -109,7 +114,10 @@ async def probe(
         field = "spec.tls.caBundleRef" if tls is not None and tls.ca_bundle_ref is not None else "spec.tls.caBundle"
         message = f"{field}: {exc}"
         return stopped_early(
-            "TLSConfigInvalid", message, transient=False, conds={TLS_VERIFIED: cond_false("TLSConfigInvalid")}
+            Reason.TLS_CONFIG_INVALID,
+            message,
+            transient=False,
+            conds={TLS_VERIFIED: cond_false(Reason.TLS_CONFIG_INVALID)},
         )
     basis = discovery_basis(spec, trust, secret_ns, creds, allowed)
     if spec.discover_endpoints and not client.discovered and known.endpoints and known.basis == basis:
@@ -130,11 +138,11 @@ async def read_cluster(
     slow: SlowFacts,
     facts_refresh: float,
 ) -> Outcome:
-    conds: dict[str, Cond] = {t: cond_unknown() for t in PROBE_CONDITIONS}
+    conds: dict[ConditionType, Cond] = {t: cond_unknown() for t in PROBE_CONDITIONS}
     tls_ok = (
-        cond_true("Verified", f"certificate checked against {trust.description}")
+        cond_true(Reason.VERIFIED, f"certificate checked against {trust.description}")
         if trust.verified
-        else cond_false("InsecureSkipVerify", "certificate verification is off (spec.tls.insecureSkipVerify)")
+        else cond_false(Reason.INSECURE_SKIP_VERIFY, "certificate verification is off (spec.tls.insecureSkipVerify)")
     )
     client.begin_round()
     version: Version | None
@@ -145,15 +153,15 @@ async def read_cluster(
             status = await client.cluster_status()
         except pve_errors.PermissionDenied as exc:
             status, denied = None, exc
-        conds[REACHABLE] = cond_true("Connected", f"{client.active_endpoint} answers")
+        conds[REACHABLE] = cond_true(Reason.CONNECTED, f"{client.active_endpoint} answers")
         conds[TLS_VERIFIED] = tls_ok
-        conds[AUTHENTICATED] = cond_true("LoggedIn", f"as {auth.id} ({auth.method})")
+        conds[AUTHENTICATED] = cond_true(Reason.LOGGED_IN, f"as {auth.id} ({auth.method})")
         # What rarely changes (version, node list with certificates and subscription, permissions): when the
         # client is new (login, changed credentials or endpoints) and then every `facts_refresh` seconds.
         if status is None or slow.due(time.monotonic(), facts_refresh):
             version, nodes = await client.version(), await client.nodes()
             if status is None:
-                perms = cond_false("PermissionDenied", _lacking(client, REQUIRED_PRIVILEGES, f" ({denied})"))
+                perms = cond_false(Reason.PERMISSION_DENIED, _lacking(client, REQUIRED_PRIVILEGES, f" ({denied})"))
             else:
                 perms = await _permissions(client)
                 slow.store(version, nodes, perms, time.monotonic())
@@ -168,20 +176,20 @@ async def read_cluster(
         client.set_discovered(discovered_endpoints(client, status))
     if facts.quorate is False:
         conds[QUORATE] = cond_false(
-            "QuorumLost",
+            Reason.QUORUM_LOST,
             f"cluster '{facts.cluster_name}' has no quorum: {facts.nodes.summary} "
             "nodes online; VMs cannot be started or changed until it returns",
         )
     elif facts.quorate is True:
         conds[QUORATE] = cond_true(
-            "Quorate", f"cluster '{facts.cluster_name}'" if facts.cluster_name else "standalone node"
+            Reason.QUORATE, f"cluster '{facts.cluster_name}'" if facts.cluster_name else "standalone node"
         )
     elif status is not None:
         conds[QUORATE] = cond_unknown(
-            "QuorumUnknown", "GET /cluster/status did not report whether the cluster is quorate"
+            Reason.QUORUM_UNKNOWN, "GET /cluster/status did not report whether the cluster is quorate"
         )
 
-    def outcome(ready: bool, reason: str, message: str, *, transient: bool = True) -> Outcome:
+    def outcome(ready: bool, reason: Reason, message: str, *, transient: bool = True) -> Outcome:
         return Outcome(
             ready=ready,
             reason=reason,
@@ -196,13 +204,13 @@ async def read_cluster(
         )
 
     if conds[PERMISSIONS].status == ConditionStatus.FALSE:
-        return outcome(False, "PermissionDenied", conds[PERMISSIONS].message, transient=False)
+        return outcome(False, Reason.PERMISSION_DENIED, conds[PERMISSIONS].message, transient=False)
     if facts.quorate is False:
-        return outcome(False, "QuorumLost", conds[QUORATE].message)
+        return outcome(False, Reason.QUORUM_LOST, conds[QUORATE].message)
     where = f"cluster '{facts.cluster_name}'" if facts.cluster_name else "standalone node"
     return outcome(
         True,
-        "Registered",
+        Reason.REGISTERED,
         f"Proxmox VE {facts.version.version}, {where}, {facts.nodes.summary} nodes online, via "
         f"{client.active_endpoint} as {auth.id} ({auth.method})",
     )
@@ -219,24 +227,24 @@ _ANSWERED = (
 
 
 def _failed(
-    exc: ProxmoxError, conds: dict[str, Cond], tls_ok: Cond, client: ProxmoxClient, auth: AuthStatus
+    exc: ProxmoxError, conds: dict[ConditionType, Cond], tls_ok: Cond, client: ProxmoxClient, auth: AuthStatus
 ) -> Outcome:
     """Conditions after a failure: what was reached is known, what comes after stays Unknown."""
     if isinstance(exc, pve_errors.Unreachable | pve_errors.Timeout):
-        conds[REACHABLE] = cond_false(exc.reason, str(exc))
+        conds[REACHABLE] = cond_false(Reason(exc.reason), str(exc))
     elif isinstance(exc, pve_errors.TLSError):
-        conds[REACHABLE] = cond_false(exc.reason, str(exc))
-        conds[TLS_VERIFIED] = cond_false(exc.reason, str(exc))
+        conds[REACHABLE] = cond_false(Reason(exc.reason), str(exc))
+        conds[TLS_VERIFIED] = cond_false(Reason(exc.reason), str(exc))
     elif isinstance(exc, _ANSWERED):  # an HTTP answer came back: the transport works
-        conds[REACHABLE] = cond_true("Connected", f"{client.active_endpoint or exc.endpoint} answers")
+        conds[REACHABLE] = cond_true(Reason.CONNECTED, f"{client.active_endpoint or exc.endpoint} answers")
         conds[TLS_VERIFIED] = tls_ok
         if isinstance(exc, pve_errors.AuthenticationFailed):
-            conds[AUTHENTICATED] = cond_false(exc.reason, str(exc))
+            conds[AUTHENTICATED] = cond_false(Reason(exc.reason), str(exc))
         elif isinstance(exc, pve_errors.PermissionDenied):
-            conds[PERMISSIONS] = cond_false(exc.reason, str(exc))
+            conds[PERMISSIONS] = cond_false(Reason(exc.reason), str(exc))
     return Outcome(
         ready=False,
-        reason=exc.reason,
+        reason=Reason(exc.reason),
         message=str(exc),
         transient=exc.transient,
         retry_after=exc.retry_after,
@@ -260,8 +268,8 @@ async def _permissions(client: ProxmoxClient) -> Cond:
     try:
         privs = await client.permissions("/")
     except ProxmoxError as exc:
-        return cond_unknown("PermissionsUnknown", f"could not read the effective permissions: {exc}")
+        return cond_unknown(Reason.PERMISSIONS_UNKNOWN, f"could not read the effective permissions: {exc}")
     missing = [p for p in REQUIRED_PRIVILEGES if not privs.get(p)]
     if missing:
-        return cond_false("PermissionDenied", _lacking(client, missing))
-    return cond_true("Sufficient", f"'{client.credentials.identity}' has {', '.join(REQUIRED_PRIVILEGES)} on /")
+        return cond_false(Reason.PERMISSION_DENIED, _lacking(client, missing))
+    return cond_true(Reason.SUFFICIENT, f"'{client.credentials.identity}' has {', '.join(REQUIRED_PRIVILEGES)} on /")

@@ -8,12 +8,12 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from proxmox_operator import models
-from proxmox_operator.controller.outcome import Cond, cond_unknown
-from proxmox_operator.controller.ports import Key
-from proxmox_operator.models import (
+from proxmox_operator.api import v1alpha1 as api
+from proxmox_operator.api.v1alpha1 import (
     ProxmoxClusterSpec,
 )
+from proxmox_operator.controller.outcome import Cond, cond_unknown
+from proxmox_operator.controller.ports import Key
 from proxmox_operator.proxmox import (
     AllowedHosts,
     Limits,
@@ -200,10 +200,10 @@ class Registry:
 
 
 def _timeouts(spec: ProxmoxClusterSpec) -> Timeouts:
-    t = spec.timeouts or models.TimeoutsSpec()
+    t = spec.timeouts or api.TimeoutsSpec()
     return Timeouts(connect=t.connect_seconds, read=t.read_seconds, total=t.total_seconds)
 
 
 def _limits(spec: ProxmoxClusterSpec) -> Limits:
-    lim = spec.limits or models.LimitsSpec()
+    lim = spec.limits or api.LimitsSpec()
     return Limits(max_concurrent=lim.max_concurrent_requests, requests_per_second=lim.requests_per_second)

@@ -8,12 +8,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxmox_operator import models, secretstore
+from proxmox_operator import secretstore
+from proxmox_operator.api import v1alpha1 as api
+from proxmox_operator.api.v1alpha1 import (
+    ConditionType,
+    ProxmoxClusterSpec,
+    Reason,
+)
 from proxmox_operator.controller.outcome import AUTHENTICATED, TLS_VERIFIED, Outcome, cond_false, stopped_early
 from proxmox_operator.controller.ports import Key, Kube, SecretForbidden
-from proxmox_operator.models import (
-    ProxmoxClusterSpec,
-)
 from proxmox_operator.proxmox import (
     ALLOWED_HOSTS_ANNOTATION,
     AllowedHosts,
@@ -24,15 +27,15 @@ from proxmox_operator.proxmox.credentials import Credentials
 from proxmox_operator.secretstore import Secret
 
 
-def not_labeled(where: str, name: str, namespace: str, condition: str) -> Outcome:
+def not_labeled(where: str, name: str, namespace: str, condition: ConditionType) -> Outcome:
     """A Secret without the opt-in label: never read, and the message says nothing about its content."""
     label = secretstore.CREDENTIALS_LABEL
     return stopped_early(
-        "SecretNotLabeled",
+        Reason.SECRET_NOT_LABELED,
         f"{where} is not labelled {label}=true, so the operator does not use it; if its owner means it for "
         f"the operator: kubectl label secret {name} -n {namespace} {label}=true",
         transient=False,
-        conds={condition: cond_false("SecretNotLabeled")},
+        conds={condition: cond_false(Reason.SECRET_NOT_LABELED)},
     )
 
 
@@ -54,26 +57,26 @@ async def read_trust(key: Key, spec: ProxmoxClusterSpec, kube: Kube) -> TrustCon
                 data = await kube.read_configmap(key.namespace, ref.name)
         except SecretForbidden:
             return stopped_early(
-                "CABundleForbidden",
+                Reason.CA_BUNDLE_FORBIDDEN,
                 f"the operator may not read {where}",
                 transient=False,
-                conds={TLS_VERIFIED: cond_false("CABundleForbidden")},
+                conds={TLS_VERIFIED: cond_false(Reason.CA_BUNDLE_FORBIDDEN)},
             )
         if data is None or not data.get(ref.key, "").strip():
             missing = f"{where} does not exist" if data is None else f"{where} has no key '{ref.key}'"
             return stopped_early(
-                "CABundleNotFound",
+                Reason.CA_BUNDLE_NOT_FOUND,
                 f"{missing}; spec.tls.caBundleRef must name PEM certificates",
-                conds={TLS_VERIFIED: cond_false("CABundleNotFound")},
+                conds={TLS_VERIFIED: cond_false(Reason.CA_BUNDLE_NOT_FOUND)},
             )
         ca_bundle = data[ref.key]
-        if len(ca_bundle.encode()) > models.MAX_CA_BUNDLE:
+        if len(ca_bundle.encode()) > api.MAX_CA_BUNDLE:
             return stopped_early(
-                "TLSConfigInvalid",
-                f"spec.tls.caBundleRef: key '{ref.key}' of {where} holds more than {models.MAX_CA_BUNDLE // 1024} "
+                Reason.TLS_CONFIG_INVALID,
+                f"spec.tls.caBundleRef: key '{ref.key}' of {where} holds more than {api.MAX_CA_BUNDLE // 1024} "
                 "KiB; a CA bundle is a few PEM certificates",
                 transient=False,
-                conds={TLS_VERIFIED: cond_false("TLSConfigInvalid")},
+                conds={TLS_VERIFIED: cond_false(Reason.TLS_CONFIG_INVALID)},
             )
     return TrustConfig.build(
         ca_bundle=ca_bundle, fingerprints=tls.fingerprints or (), insecure_skip_verify=tls.insecure_skip_verify
@@ -108,20 +111,20 @@ def allowed_hosts_of(spec: ProxmoxClusterSpec, secret: Secret, where: str) -> Al
         allowed = AllowedHosts.parse(text)
     except AllowedHostsInvalid as exc:
         return stopped_early(
-            "AllowedHostsInvalid",
+            Reason.ALLOWED_HOSTS_INVALID,
             f"the annotation {ALLOWED_HOSTS_ANNOTATION} of {where} is invalid: {exc}",
             transient=False,
-            conds={AUTHENTICATED: cond_false("AllowedHostsInvalid")},
+            conds={AUTHENTICATED: cond_false(Reason.ALLOWED_HOSTS_INVALID)},
         )
     refused = [url for url in spec.all_endpoints if not allowed.permits(url)]
     if refused:
         return stopped_early(
-            "HostNotAllowed",
+            Reason.HOST_NOT_ALLOWED,
             f"{where} allows its credentials only to {allowed} (annotation {ALLOWED_HOSTS_ANNOTATION}), and "
             f"{', '.join(refused)} is not among them; nothing was sent there. Point the endpoints at the hosts "
             "the Secret allows, or ask its owner to extend the annotation",
             transient=False,
-            conds={AUTHENTICATED: cond_false("HostNotAllowed")},
+            conds={AUTHENTICATED: cond_false(Reason.HOST_NOT_ALLOWED)},
         )
     return allowed
 

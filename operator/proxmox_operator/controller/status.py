@@ -9,7 +9,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from proxmox_operator import conditions
+from proxmox_operator.api.v1alpha1 import (
+    ConditionStatus,
+    ConditionType,
+    ProxmoxClusterSpec,
+    ProxmoxClusterStatus,
+    Reason,
+    conditions,
+)
 from proxmox_operator.controller.outcome import (
     DUPLICATE,
     PAUSED,
@@ -21,11 +28,6 @@ from proxmox_operator.controller.outcome import (
     cond_true,
 )
 from proxmox_operator.controller.ports import Key
-from proxmox_operator.models import (
-    ConditionStatus,
-    ProxmoxClusterSpec,
-    ProxmoxClusterStatus,
-)
 from proxmox_operator.settings import Tuning
 
 
@@ -35,7 +37,7 @@ def next_status(
     *,
     generation: int | None,
     at: datetime,
-    extra: Mapping[str, Cond | None] | None = None,
+    extra: Mapping[ConditionType, Cond | None] | None = None,
     probed: bool = True,
 ) -> ProxmoxClusterStatus:
     """The status after a probe. Facts survive failures (Ready and lastProbeTime say how fresh they are).
@@ -45,7 +47,7 @@ def next_status(
     """
     prev = _parse_status(previous) or ProxmoxClusterStatus()
     prev_conditions = conditions.parse((previous or {}).get("conditions"))
-    values: dict[str, Cond] = {
+    values: dict[ConditionType, Cond] = {
         READY: Cond(ConditionStatus.TRUE if outcome.ready else ConditionStatus.FALSE, outcome.reason, outcome.message),
         **outcome.conditions,
     }
@@ -130,32 +132,32 @@ def events_for(previous: Mapping[str, Any] | None, status: ProxmoxClusterStatus)
         return cond is not None and cond.status == to and (old is None or old.status != to)
 
     if PAUSED in after:
-        return [("Normal", "Paused", after[PAUSED].message)] if PAUSED not in before else []
+        return [("Normal", Reason.PAUSED, after[PAUSED].message)] if PAUSED not in before else []
     ready, old_ready = after[READY], before.get(READY)
     if PAUSED in before:
-        out.append(("Normal", "Resumed", "probes resumed"))
+        out.append(("Normal", Reason.RESUMED, "probes resumed"))
         old_ready = None if ready.status == ConditionStatus.FALSE else old_ready
     if ready.status == ConditionStatus.TRUE:
         if old_ready is None:
-            out.append(("Normal", "Registered", ready.message))
-        elif old_ready.status != ConditionStatus.TRUE and old_ready.reason != "Paused":
-            out.append(("Normal", "Recovered", ready.message))
+            out.append(("Normal", Reason.REGISTERED, ready.message))
+        elif old_ready.status != ConditionStatus.TRUE and old_ready.reason != Reason.PAUSED:
+            out.append(("Normal", Reason.RECOVERED, ready.message))
     elif old_ready is None or old_ready.status == ConditionStatus.TRUE or old_ready.reason != ready.reason:
         out.append(("Warning", ready.reason, ready.message))
-    if flipped(QUORATE, ConditionStatus.FALSE) and ready.reason != "QuorumLost":
-        out.append(("Warning", "QuorumLost", after[QUORATE].message))
+    if flipped(QUORATE, ConditionStatus.FALSE) and ready.reason != Reason.QUORUM_LOST:
+        out.append(("Warning", Reason.QUORUM_LOST, after[QUORATE].message))
     old_quorate = before.get(QUORATE)
     if (
         flipped(QUORATE, ConditionStatus.TRUE)
         and old_quorate is not None
         and old_quorate.status == ConditionStatus.FALSE
     ):
-        out.append(("Normal", "QuorumRestored", after[QUORATE].message))
+        out.append(("Normal", Reason.QUORUM_RESTORED, after[QUORATE].message))
     tls = after.get(TLS_VERIFIED)
-    if tls is not None and tls.reason == "InsecureSkipVerify" and flipped(TLS_VERIFIED, ConditionStatus.FALSE):
-        out.append(("Warning", "InsecureSkipVerify", "TLS certificate verification is off for this cluster"))
+    if tls is not None and tls.reason == Reason.INSECURE_SKIP_VERIFY and flipped(TLS_VERIFIED, ConditionStatus.FALSE):
+        out.append(("Warning", Reason.INSECURE_SKIP_VERIFY, "TLS certificate verification is off for this cluster"))
     if flipped(DUPLICATE, ConditionStatus.TRUE):
-        out.append(("Warning", "Duplicate", after[DUPLICATE].message))
+        out.append(("Warning", Reason.DUPLICATE, after[DUPLICATE].message))
     return out
 
 
@@ -189,5 +191,5 @@ def duplicate_condition(key: Key, first: Key) -> Cond:
     namespace learns nothing about the objects of another."""
     who = str(first) if first.namespace == key.namespace else "a ProxmoxCluster in another namespace"
     return cond_true(
-        "Duplicate", f"the same Proxmox cluster is also registered by {who} (registered earlier); both are served"
+        Reason.DUPLICATE, f"the same Proxmox cluster is also registered by {who} (registered earlier); both are served"
     )

@@ -18,7 +18,12 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from proxmox_operator import conditions
+from proxmox_operator.api.v1alpha1 import (
+    ConditionType,
+    ProxmoxClusterSpec,
+    Reason,
+    conditions,
+)
 from proxmox_operator.controller.outcome import (
     DUPLICATE,
     PAUSE_ANNOTATION,
@@ -41,9 +46,6 @@ from proxmox_operator.controller.status import (
     next_status,
     probe_interval,
     worth_writing,
-)
-from proxmox_operator.models import (
-    ProxmoxClusterSpec,
 )
 from proxmox_operator.settings import Tuning
 
@@ -78,14 +80,14 @@ async def reconcile_once(
     generation = meta.get("generation")
     previous = body.get("status") or {}
     paused = is_paused(meta)
-    extra: dict[str, Cond | None] = {}
+    extra: dict[ConditionType, Cond | None] = {}
     spec: ProxmoxClusterSpec | None = None
     try:
         spec = ProxmoxClusterSpec.model_validate(body.get("spec") or {})
     except ValidationError as exc:
         fields = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors()[:3])
         outcome = stopped_early(
-            "InvalidSpec", f"the spec is invalid ({fields}); fix it and apply again", transient=False
+            Reason.INVALID_SPEC, f"the spec is invalid ({fields}); fix it and apply again", transient=False
         )
         registry.note_seen(key, generation, paused, ())
     else:
@@ -94,11 +96,11 @@ async def reconcile_once(
             registry.disconnect(key)
             outcome = Outcome(
                 ready=False,
-                reason="Paused",
+                reason=Reason.PAUSED,
                 message=f"probes are paused by the annotation {PAUSE_ANNOTATION}; remove it to resume",
-                conditions={t: cond_unknown("Paused") for t in PROBE_CONDITIONS},
+                conditions={t: cond_unknown(Reason.PAUSED) for t in PROBE_CONDITIONS},
             )
-            extra[PAUSED] = cond_true("Paused", outcome.message)
+            extra[PAUSED] = cond_true(Reason.PAUSED, outcome.message)
         else:
             outcome = await _guarded_probe(
                 key, spec, kube, registry, tuning, known=KnownEndpoints.from_status(previous)
@@ -129,7 +131,7 @@ async def _guarded_probe(
     except Exception as exc:
         log.exception("%s: unexpected error in a probe", key)
         return stopped_early(
-            "InternalError",
+            Reason.INTERNAL_ERROR,
             f"the probe failed unexpectedly ({type(exc).__name__}); the operator's log has the details, and the "
             "probe is retried",
         )
@@ -160,7 +162,7 @@ async def run_worker(
             if not finished or result is None:
                 return
             outcome, interval = result
-            if outcome.reason == "Paused":
+            if outcome.reason == Reason.PAUSED:
                 await _unless_stopped(waker.wait(), stopping, limit=None)  # until resumed (or deleted)
                 continue
             failures = 0 if outcome.ready else failures + 1
@@ -180,12 +182,12 @@ async def _round(
         return None
     except KubeUnavailable as exc:
         log.warning("%s: the Kubernetes API failed (%s); retrying", key, exc)
-        return Outcome(ready=False, reason="KubeUnavailable", message=str(exc)), tuning.probe_interval
+        return Outcome(ready=False, reason=Reason.KUBE_UNAVAILABLE, message=str(exc)), tuning.probe_interval
     except Exception:
         # A bug or an unexpected answer must not kill the worker. Our messages carry no secrets, and neither
         # do tracebacks (they hold no local variables); retry with backoff.
         log.exception("%s: unexpected error in a reconcile round; retrying", key)
-        return Outcome(ready=False, reason="InternalError", message=""), tuning.probe_interval
+        return Outcome(ready=False, reason=Reason.INTERNAL_ERROR, message=""), tuning.probe_interval
 
 
 async def _unless_stopped(
