@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv crds lint test test-unit test-simulator test-integration controlplane tools cluster cluster-down \
+.PHONY: help venv crds lint test test-unit test-simulator test-integration controlplane tools manifests cluster cluster-down \
         cluster-status demo demo-down bench fresh-check clean
 
 help: ## list the targets
@@ -23,8 +23,11 @@ $(STAMP): pyproject.toml simulator/pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]' -e ./simulator
 	@touch $@
 
-crds: $(STAMP) ## regenerate crds/ from operator/proxmox_operator/models.py
-	$(BIN)/python -m proxmox_operator.crdgen crds/proxmoxclusters.yaml
+crds: $(STAMP) ## regenerate crds/ and the Helm chart's copy from operator/proxmox_operator/api/v1alpha1/
+	$(BIN)/python -m proxmox_operator.crdgen
+
+manifests: $(STAMP) tools ## render deploy/rbac.yaml, deploy/operator.yaml and deploy/kustomize/ from the Helm chart
+	$(BIN)/python hack/manifests.py
 
 lint: $(STAMP) ## ruff (lint + format check), mypy --strict, and the layer contracts of .importlinter
 	$(BIN)/ruff check operator simulator tests bench

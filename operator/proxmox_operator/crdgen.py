@@ -1,6 +1,7 @@
 """Generate the ProxmoxCluster CustomResourceDefinition from the pydantic models.
 
-``python -m proxmox_operator.crdgen [OUT]`` (``make crds``) writes ``crds/proxmoxclusters.yaml``.
+``python -m proxmox_operator.crdgen [OUT...]`` (``make crds``) writes ``crds/proxmoxclusters.yaml`` and the Helm
+chart's copy, ``deploy/helm/proxmox-operator/crds/proxmoxclusters.yaml`` (or each OUT given).
 
 pydantic emits JSON Schema; the API server wants a *structural* OpenAPI v3 schema. The differences handled here:
 
@@ -109,12 +110,21 @@ def render() -> str:
     return HEADER + yaml.safe_dump(crd(), sort_keys=False, width=120)
 
 
+#: Where the CRD is committed: crds/ for kubectl and kustomize, and the Helm chart's crds/ (Helm installs only the
+#: CRDs inside the chart). tests/unit/test_crd.py checks that each one matches the models.
+OUTPUTS = (
+    Path("crds") / f"{api.PLURAL}.yaml",
+    Path("deploy") / "helm" / "proxmox-operator" / "crds" / f"{api.PLURAL}.yaml",
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    out = Path(args[0]) if args else Path("crds") / f"{api.PLURAL}.yaml"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(), encoding="utf-8")
-    print(f"wrote {out}")
+    text = render()
+    for out in [Path(a) for a in args] or OUTPUTS:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        print(f"wrote {out}")
     return 0
 
 

@@ -3,6 +3,7 @@
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from proxmox_operator import crdgen
@@ -10,6 +11,8 @@ from proxmox_operator.api import v1alpha1 as api
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / f"{api.PLURAL}.yaml"
+#: The Helm chart installs only CRDs inside the chart, so it carries a copy; `make crds` writes both.
+CHART_CRD_FILE = ROOT / "deploy" / "helm" / "proxmox-operator" / "crds" / f"{api.PLURAL}.yaml"
 
 
 def walk(node: Any, path: str = "") -> Any:
@@ -22,10 +25,19 @@ def walk(node: Any, path: str = "") -> Any:
             yield from walk(value, f"{path}[{i}]")
 
 
-def test_committed_crd_matches_the_models() -> None:
-    assert CRD_FILE.read_text(encoding="utf-8") == crdgen.render(), (
-        "crds/ is out of date with operator/proxmox_operator/api/v1alpha1/types.py: run `make crds` and commit it"
+@pytest.mark.parametrize("path", [CRD_FILE, CHART_CRD_FILE], ids=["crds", "helm-chart"])
+def test_committed_crd_matches_the_models(path: Path) -> None:
+    assert path.read_text(encoding="utf-8") == crdgen.render(), (
+        f"{path.relative_to(ROOT)} is out of date with operator/proxmox_operator/api/v1alpha1/types.py: "
+        "run `make crds` (and `make manifests` for deploy/kustomize/) and commit it"
     )
+
+
+def test_crdgen_writes_every_committed_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert crdgen.main([]) == 0
+    for path in (CRD_FILE, CHART_CRD_FILE):
+        assert (tmp_path / path.relative_to(ROOT)).read_text(encoding="utf-8") == crdgen.render()
 
 
 def schema_nodes(node: dict[str, Any], path: str = "") -> Any:

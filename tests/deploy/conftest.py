@@ -1,0 +1,94 @@
+"""Fixtures for the tests of deploy/: helm, the chart, and the real control plane of the integration tests.
+
+helm is the one `make tools` built (hack/tools.sh, with PXO_NO_BUILD=1: a build never runs under a test's
+timeout). The control plane fixtures are those of tests/integration, shared rather than copied.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.integration import conftest as integration
+from tests.integration.kube import ROOT, Cluster
+
+# The control plane fixtures of the integration tests, shared: one API server per session for both.
+cluster = integration.cluster
+crd = integration.crd
+pve_cert_dir = integration.pve_cert_dir
+pve = integration.pve
+
+CHART = ROOT / "deploy" / "helm" / "proxmox-operator"
+NAMESPACE = "proxmox-operator-system"
+RELEASE = "proxmox-operator"
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    result = subprocess.run(
+        ["bash", str(ROOT / "hack" / "tools.sh"), "helm"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PXO_NO_BUILD": "1"},
+    )
+    if result.returncode != 0:
+        pytest.exit(f"helm is not built: run `make tools` first\n{result.stderr}", returncode=3)
+    return result.stdout.strip()
+
+
+class Chart:
+    """`helm` on deploy/helm/proxmox-operator."""
+
+    def __init__(self, helm: str) -> None:
+        self.helm = helm
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([self.helm, *args], capture_output=True, text=True, check=False, timeout=60)
+        if check and result.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+        return result
+
+    def template(
+        self, *values: str, release: str = RELEASE, namespace: str = NAMESPACE, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """`helm template` with ``--set``-style values (``key=value``); ``--include-crds`` is not set."""
+        args = [arg for value in values for arg in ("--set", value)]
+        return self.run("template", release, str(CHART), "--namespace", namespace, *args, check=check)
+
+    def objects(self, *values: str, release: str = RELEASE, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
+        return [d for d in yaml.safe_load_all(self.template(*values, release=release, namespace=namespace).stdout) if d]
+
+
+@pytest.fixture(scope="session")
+def chart(helm: str) -> Chart:
+    return Chart(helm)
+
+
+def find(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+
+
+def dry_run_apply(cluster: Cluster, manifests: str) -> subprocess.CompletedProcess[str]:
+    """`kubectl apply --dry-run=server` of a YAML stream: the API server validates and admits, stores nothing."""
+    return cluster.kubectl("apply", "--server-side", "--dry-run=server", "-f", "-", stdin=manifests, check=False)
+
+
+@pytest.fixture
+def scratch_namespaces(cluster: Cluster) -> Iterator[list[str]]:
+    """Namespaces a test creates (by appending names and creating them), deleted afterwards without waiting."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
