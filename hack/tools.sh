@@ -4,7 +4,7 @@
 # work tree.
 #
 #   hack/tools.sh helm      print the path of the cached helm binary, building
-#                           it first if it is missing (once: about 2-4 minutes
+#                           it first if it is missing (once: about 1-2 minutes
 #                           on 2 cores); `make tools` runs this before the tests
 #   hack/tools.sh version   print the helm version pinned in hack/tools/go.mod
 #
@@ -153,7 +153,7 @@ build_helm() {
   blog="$BIN_DIR/helm.build.log"
   rm -f "$STAMP"
   BUILD_TMP=$tmp
-  log "building helm $HELM_VERSION from source: first time only, about 2-4 minutes on 2 cores"
+  log "building helm $HELM_VERSION from source: first time only, about 1-2 minutes on 2 cores"
   info "go build log: $blog"
   start=$(date +%s)
   # -mod=readonly: go.sum is committed and complete, so a build never rewrites
