@@ -18,7 +18,7 @@
 #
 # The inputs are deploy/Dockerfile, the build context (pyproject.toml,
 # README.md and operator/, without __pycache__ or build output), the base
-# image's reference and id. Their sha256 is stored in the image's label
+# image's reference and id, and this script (it sets build arguments and labels). Their sha256 is stored in the image's label
 # dev.proxmox-operator.inputs, so a second `make image` with nothing changed
 # builds nothing (about a second), and `make test` can depend on it.
 #
@@ -77,6 +77,8 @@ BUILD_CA=${PXO_BUILD_CA:-/etc/ssl/certs/ca-certificates.crt}
 # points pip at) for its RUN steps; the image keeps the base's file.
 BUILD_CA_TARGET=/etc/ssl/certs/ca-certificates.crt
 INPUTS_LABEL=dev.proxmox-operator.inputs
+# The base image the image was built on (tests/image compares files with it).
+FROM_LABEL=dev.proxmox-operator.base
 BASE_LABEL=dev.proxmox-operator.base-key
 # What the local base holds: Debian's python3 and venv, and the CA store.
 BASE_PACKAGES=python3,python3-venv,ca-certificates
@@ -243,14 +245,15 @@ make_context() { # <dir>
     -cf - pyproject.toml README.md operator | tar -C "$1" -xf -
 }
 
-# sha256 over the Dockerfile, every context file (path and content) and the
-# base image's reference and id.
+# sha256 over the Dockerfile, this script, every context file (path and
+# content) and the base image's reference and id.
 inputs_hash() { # <context dir>
   local base_id
   base_id=$(pm image inspect --format '{{.Id}}' "$BASE" 2>/dev/null || true)
   {
     printf 'base %s %s\n' "$BASE" "$base_id"
     printf 'dockerfile %s\n' "$(sha256sum <"$DOCKERFILE" | cut -d' ' -f1)"
+    printf 'script %s\n' "$(sha256sum <"${BASH_SOURCE[0]}" | cut -d' ' -f1)"
     (cd "$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
   } | sha256sum | cut -d' ' -f1
 }
@@ -295,7 +298,7 @@ cmd_build() {
   local blog="$IMAGE_DIR/build.log"
   if ! pm build --network=host --pull=never --layers=false \
     --build-arg "BASE=$BASE" \
-    --label "$INPUTS_LABEL=$hash" \
+    --label "$INPUTS_LABEL=$hash" --label "$FROM_LABEL=$BASE" \
     -v "$BUILD_CA:$BUILD_CA_TARGET:ro" \
     -f "$DOCKERFILE" -t "$IMAGE" "$CONTEXT" >"$blog" 2>&1; then
     tail -n 30 "$blog" >&2
@@ -333,8 +336,10 @@ cmd_save() {
   printf '%s\n' "$ARCHIVE"
 }
 
+# Never installs or builds anything: the tests call it under their timeout.
 cmd_ref() {
-  ensure_podman
+  PODMAN_BIN=${PODMAN:-$(command -v podman || true)}
+  [[ -n $PODMAN_BIN ]] || die "podman is not installed and $IMAGE is not built: run 'make image'"
   if [[ $BASE == "$LOCAL_BASE" ]] && ! image_exists "$LOCAL_BASE"; then
     die "$IMAGE is not built: run 'make image'"
   fi
@@ -343,7 +348,7 @@ cmd_ref() {
   hash=$HASH
   image_exists "$IMAGE" || die "$IMAGE is not built: run 'make image'"
   [[ $(label_of "$IMAGE" "$INPUTS_LABEL") == "$hash" ]] ||
-    die "$IMAGE is older than deploy/Dockerfile, pyproject.toml, README.md or operator/: run 'make image'"
+    die "$IMAGE was built from other inputs than the current deploy/Dockerfile, pyproject.toml, README.md, operator/, hack/image.sh and base: run 'make image'"
   printf '%s\n' "$IMAGE"
 }
 
