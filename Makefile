@@ -23,8 +23,9 @@ $(STAMP): pyproject.toml simulator/pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]' -e ./simulator
 	@touch $@
 
-crds: $(STAMP) ## regenerate crds/ and the Helm chart's copy from operator/proxmox_operator/api/v1alpha1/
+crds: $(STAMP) ## regenerate crds/, the Helm chart's copy and the README's condition tables from operator/proxmox_operator/api/v1alpha1/
 	$(BIN)/python -m proxmox_operator.crdgen
+	$(BIN)/python -m proxmox_operator.docgen README.md
 
 manifests: $(STAMP) tools ## render deploy/rbac.yaml, deploy/operator.yaml and deploy/kustomize/ from the Helm chart
 	$(BIN)/python hack/manifests.py
