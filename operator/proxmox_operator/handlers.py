@@ -20,12 +20,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import platform
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
 
-from proxmox_operator import kube, secretstore
+from proxmox_operator import kube, kubeauth, secretstore
 from proxmox_operator.api import v1alpha1 as api
 from proxmox_operator.api.v1alpha1 import Reason
 from proxmox_operator.controller.ports import Key
@@ -61,17 +61,22 @@ def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10
-    kube.load_config()
     memo.registry = Registry()
-    memo.kube = kube.KubeClient()
+    memo.kube = kube.KubeClient(lambda: kubeauth.login(settings=settings))
     if "tuning" not in memo:
         memo.tuning = Tuning()
+
+
+@kopf.on.login()
+def login(*, settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+    """The same credentials for kopf's watches and the operator's own requests (see :mod:`.kubeauth`)."""
+    return kubeauth.login(settings=settings)
 
 
 @kopf.on.cleanup()
 async def close(*, memo: Any, **_: Any) -> None:
     await memo.registry.close()
-    memo.kube.close()
+    await memo.kube.close()
 
 
 @kopf.daemon(*PXC, id="worker", cancellation_timeout=5.0)
@@ -84,7 +89,7 @@ async def worker(
     relay = asyncio.create_task(_relay(stopped, stopping))
     try:
         await run_worker(
-            key, lambda: _plain(body), kube=memo.kube, registry=memo.registry, tuning=memo.tuning, stopping=stopping
+            key, _snapshots(body), kube=memo.kube, registry=memo.registry, tuning=memo.tuning, stopping=stopping
         )
     finally:
         relay.cancel()
@@ -135,6 +140,20 @@ def secret_changed(*, event: Any, body: kopf.Body, namespace: str | None, name: 
 def configmap_changed(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     """A referenced ConfigMap (CA bundle) was created, changed or deleted: re-check its users now."""
     memo.registry.wake_referencing("ConfigMap", namespace or "", name)
+
+
+def _snapshots(body: kopf.Body) -> Callable[[], Any]:
+    """Plain copies of the live body, copied again only when its resourceVersion moved (most rounds it has not:
+    a quiet steady state writes nothing)."""
+    last: list[Any] = [None, None]
+
+    def snapshot() -> Any:
+        version = body.get("metadata", {}).get("resourceVersion")
+        if last[1] is None or version is None or version != last[0]:
+            last[:] = [version, _plain(body)]
+        return last[1]
+
+    return snapshot
 
 
 def _plain(obj: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Helpers for tests against the real kube-apiserver: kubectl, a Python client, polling."""
+"""Helpers for tests against the real kube-apiserver: kubectl and polling."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-
-from kubernetes import client, config
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL_CONTEXT = "proxmox-operator-local"
@@ -56,9 +54,6 @@ class Cluster:
 
     def kubectl_json(self, *args: str) -> Any:
         return json.loads(self.kubectl(*args, "-o", "json").stdout)
-
-    def api(self) -> client.ApiClient:
-        return config.new_client_from_config(config_file=str(self.kubeconfig))
 
 
 def wait_for(probe: Callable[[], T | None], *, timeout: float, interval: float = 0.25, what: str = "condition") -> T:
