@@ -1,10 +1,10 @@
-"""The clusters this operator has registered: one client per resource, its slowly changing facts, the wake-ups,
-the references to Secrets and ConfigMaps, and the index of cluster identities (Duplicate)."""
+"""The clusters this operator has registered, as three small parts behind one facade (:class:`Registry`): the
+client cache (:class:`Clients`: one client per resource with its slowly changing facts), the wake-up bus
+(:class:`WakeUps`: wake-ups, references to Secrets and ConfigMaps) and the duplicate index (:class:`Identities`)."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -24,6 +24,9 @@ from proxmox_operator.proxmox import (
     Version,
 )
 from proxmox_operator.proxmox.credentials import Credentials
+
+#: A referenced object: (kind, namespace, name).
+Ref = tuple[str, str, str]
 
 
 @dataclass
@@ -47,29 +50,20 @@ class SlowFacts:
 @dataclass
 class _Connection:
     client: ProxmoxClient
-    fingerprint: str
+    shape: tuple[object, ...]
     slow: SlowFacts = field(default_factory=SlowFacts)
 
 
-class Registry:
-    """The clusters this operator has registered: one client per resource, wake-ups, references, identities.
-
-    Clients are keyed by resource and rebuilt when endpoints, trust, credentials, timeouts or limits change (the
-    old session is dropped with its pools).
-    """
+class WakeUps:
+    """The wake-up bus: one event per worker, what each resource references (Secrets, ConfigMaps), and the
+    generation and pause state its worker last saw. Lookups by reference are indexed: a Secret event at 1,000
+    resources costs one dict lookup, not a scan."""
 
     def __init__(self) -> None:
-        self._connections: dict[Key, _Connection] = {}
         self._wakers: dict[Key, asyncio.Event] = {}
-        self._refs: dict[Key, frozenset[tuple[str, str, str]]] = {}
-        self._generations: dict[Key, int | None] = {}
-        self._paused: dict[Key, bool] = {}
-        # cluster identity -> {key: (creationTimestamp, key)}: who registered the same Proxmox cluster.
-        self._identities: dict[str, dict[Key, tuple[str, str]]] = {}
-        self._retiring: set[asyncio.Task[None]] = set()  # closing pools of replaced clients
-
-    def __len__(self) -> int:
-        return len(self._connections)
+        self._refs: dict[Key, frozenset[Ref]] = {}
+        self._by_ref: dict[Ref, set[Key]] = {}
+        self._seen: dict[Key, tuple[int | None, bool]] = {}
 
     def waker(self, key: Key) -> asyncio.Event:
         return self._wakers.setdefault(key, asyncio.Event())
@@ -81,45 +75,86 @@ class Registry:
 
     def references(self, kind: str, namespace: str, name: str) -> bool:
         """Whether any registered resource references this Secret or ConfigMap."""
-        ref = (kind, namespace, name)
-        return any(ref in refs for refs in self._refs.values())
+        return bool(self._by_ref.get((kind, namespace, name)))
 
     def wake_referencing(self, kind: str, namespace: str, name: str) -> list[Key]:
         """Wake every worker whose resource references the Secret or ConfigMap ``namespace/name``."""
-        ref = (kind, namespace, name)
-        keys = [key for key, refs in self._refs.items() if ref in refs]
+        keys = list(self._by_ref.get((kind, namespace, name), ()))
         for key in keys:
             self.wake(key)
         return keys
 
     def changed(self, key: Key, generation: int | None, paused: bool) -> bool:
         """Whether the spec (a new generation) or the pause annotation differs from what the worker last saw."""
-        if key not in self._generations:
-            return False
-        return self._generations[key] != generation or self._paused.get(key, False) != paused
+        seen = self._seen.get(key)
+        return seen is not None and seen != (generation, paused)
 
-    def note_seen(self, key: Key, generation: int | None, paused: bool, refs: Iterable[tuple[str, str, str]]) -> None:
-        self._generations[key] = generation
-        self._paused[key] = paused
-        self._refs[key] = frozenset(refs)
+    def note_seen(self, key: Key, generation: int | None, paused: bool, refs: Iterable[Ref]) -> None:
+        self._seen[key] = (generation, paused)
+        new = frozenset(refs)
+        old = self._refs.get(key, frozenset())
+        if new == old:
+            return
+        self._unindex(key, old - new)
+        for ref in new - old:
+            self._by_ref.setdefault(ref, set()).add(key)
+        self._refs[key] = new
+
+    def forget(self, key: Key) -> None:
+        self._wakers.pop(key, None)
+        self._seen.pop(key, None)
+        self._unindex(key, self._refs.pop(key, frozenset()))
+
+    def _unindex(self, key: Key, refs: Iterable[Ref]) -> None:
+        for ref in refs:
+            keys = self._by_ref.get(ref)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_ref[ref]
+
+
+class Identities:
+    """The duplicate index: which resources registered which Proxmox cluster (its identity), and since when."""
+
+    def __init__(self) -> None:
+        # cluster identity -> {key: (creationTimestamp, key)}; and each key's current identity.
+        self._claims: dict[str, dict[Key, tuple[str, str]]] = {}
+        self._of: dict[Key, str] = {}
 
     def claim(self, identity: str, key: Key, created: str) -> Key | None:
         """Record that ``key`` registers the Proxmox cluster ``identity``; return the earlier registrant, if any."""
-        claims = self._identities.setdefault(identity, {})
-        for other_identity, other in self._identities.items():
-            if other_identity != identity and key in other:
-                del other[key]
+        if self._of.get(key, identity) != identity:
+            self.release(key)
+        self._of[key] = identity
+        claims = self._claims.setdefault(identity, {})
         claims[key] = (created, str(key))
         first = min(claims, key=lambda k: claims[k])
         return None if first == key else first
 
-    def _release(self, key: Key) -> None:
-        for identity, claims in list(self._identities.items()):
-            if claims.pop(key, None) is not None:
-                for other in claims:
-                    self.wake(other)  # the next one in line is no longer a duplicate
-            if not claims:
-                del self._identities[identity]
+    def release(self, key: Key) -> list[Key]:
+        """Forget ``key``'s claim; returns the other registrants of the same cluster (one may now be first)."""
+        identity = self._of.pop(key, None)
+        claims = self._claims.get(identity or "")
+        if identity is None or claims is None:
+            return []
+        claims.pop(key, None)
+        if not claims:
+            del self._claims[identity]
+        return list(claims)
+
+
+class Clients:
+    """The client cache: one Proxmox client per resource with its slowly changing facts, rebuilt when endpoints,
+    trust, credentials, timeouts or limits change (the old session is dropped, its pools close in the background).
+    """
+
+    def __init__(self) -> None:
+        self._connections: dict[Key, _Connection] = {}
+        self._retiring: set[asyncio.Task[None]] = set()  # closing pools of replaced clients
+
+    def __len__(self) -> int:
+        return len(self._connections)
 
     def client(
         self,
@@ -131,22 +166,18 @@ class Registry:
     ) -> ProxmoxClient:
         """The resource's client, built anew when anything that shapes the connection changed."""
         timeouts, limits = _timeouts(spec), _limits(spec)
-        fingerprint = hashlib.sha256(
-            repr(
-                (
-                    spec.all_endpoints,
-                    trust.ca_bundle,
-                    sorted(trust.fingerprints),
-                    trust.insecure_skip_verify,
-                    creds.fingerprint(),
-                    timeouts,
-                    limits,
-                    str(allowed_hosts),
-                )
-            ).encode()
-        ).hexdigest()
+        # Compared as a tuple (the CA bundle by equality, the credentials by their digest): per probe this is a
+        # few comparisons, where a digest of the whole shape cost a repr and a SHA-256 of the CA bundle.
+        shape = (
+            tuple(spec.all_endpoints),
+            trust,
+            creds.fingerprint(),
+            timeouts,
+            limits,
+            str(allowed_hosts),
+        )
         conn = self._connections.get(key)
-        if conn is not None and conn.fingerprint == fingerprint:
+        if conn is not None and conn.shape == shape:
             return conn.client
         if conn is not None:
             self._retire(conn.client)
@@ -158,7 +189,7 @@ class Registry:
             limits=limits,
             allowed_hosts=allowed_hosts,
         )
-        self._connections[key] = _Connection(client=client, fingerprint=fingerprint)
+        self._connections[key] = _Connection(client=client, shape=shape)
         return client
 
     def slow_facts(self, key: Key) -> SlowFacts:
@@ -166,30 +197,18 @@ class Registry:
         conn = self._connections.get(key)
         return conn.slow if conn is not None else SlowFacts()
 
-    def disconnect(self, key: Key) -> bool:
-        """Drop the resource's client (pause), keeping what the worker needs to resume; its pools close in the
-        background. Returns whether it had a connection."""
+    def drop(self, key: Key) -> bool:
+        """Drop the resource's client; its pools close in the background. Returns whether it had one."""
         conn = self._connections.pop(key, None)
         if conn is None:
             return False
         self._retire(conn.client)
         return True
 
-    def deregister(self, key: Key) -> bool:
-        """Forget the resource: drop its session, close its pools in the background. Returns whether it had a
-        connection. Nothing here waits: a deleted resource's worker exits within a few event-loop cycles, so kopf
-        removes the finalizer at once instead of polling for the daemon's exit with extra patches."""
-        self._wakers.pop(key, None)
-        self._refs.pop(key, None)
-        self._generations.pop(key, None)
-        self._paused.pop(key, None)
-        self._release(key)
-        return self.disconnect(key)
-
     async def close(self) -> None:
-        """At operator exit: forget every resource and wait until every pool is closed."""
+        """Drop every client and wait until every pool is closed."""
         for key in list(self._connections):
-            self.deregister(key)
+            self.drop(key)
         if self._retiring:
             await asyncio.gather(*self._retiring, return_exceptions=True)
 
@@ -197,6 +216,72 @@ class Registry:
         task = asyncio.get_running_loop().create_task(client.aclose())
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
+
+
+class Registry:
+    """The clusters this operator has registered: the client cache, the wake-up bus and the duplicate index, and
+    deregistration across the three. The worker and the kopf handlers use this facade."""
+
+    def __init__(self) -> None:
+        self.clients = Clients()
+        self.wakeups = WakeUps()
+        self.identities = Identities()
+
+    def __len__(self) -> int:
+        return len(self.clients)
+
+    def waker(self, key: Key) -> asyncio.Event:
+        return self.wakeups.waker(key)
+
+    def wake(self, key: Key) -> None:
+        self.wakeups.wake(key)
+
+    def references(self, kind: str, namespace: str, name: str) -> bool:
+        return self.wakeups.references(kind, namespace, name)
+
+    def wake_referencing(self, kind: str, namespace: str, name: str) -> list[Key]:
+        return self.wakeups.wake_referencing(kind, namespace, name)
+
+    def changed(self, key: Key, generation: int | None, paused: bool) -> bool:
+        return self.wakeups.changed(key, generation, paused)
+
+    def note_seen(self, key: Key, generation: int | None, paused: bool, refs: Iterable[Ref]) -> None:
+        self.wakeups.note_seen(key, generation, paused, refs)
+
+    def claim(self, identity: str, key: Key, created: str) -> Key | None:
+        return self.identities.claim(identity, key, created)
+
+    def client(
+        self,
+        key: Key,
+        spec: ProxmoxClusterSpec,
+        creds: Credentials,
+        trust: TrustConfig,
+        allowed_hosts: AllowedHosts | None = None,
+    ) -> ProxmoxClient:
+        return self.clients.client(key, spec, creds, trust, allowed_hosts)
+
+    def slow_facts(self, key: Key) -> SlowFacts:
+        return self.clients.slow_facts(key)
+
+    def disconnect(self, key: Key) -> bool:
+        """Drop the resource's client (pause), keeping what the worker needs to resume. Returns whether it had a
+        connection."""
+        return self.clients.drop(key)
+
+    def deregister(self, key: Key) -> bool:
+        """Forget the resource: drop its session, close its pools in the background, and wake the next registrant
+        of the same Proxmox cluster (it is no longer a duplicate). Returns whether it had a connection. Nothing
+        here waits: a deleted resource's worker exits within a few event-loop cycles, so kopf removes the
+        finalizer at once instead of polling for the daemon's exit with extra patches."""
+        self.wakeups.forget(key)
+        for other in self.identities.release(key):
+            self.wakeups.wake(other)
+        return self.clients.drop(key)
+
+    async def close(self) -> None:
+        """At operator exit: forget every resource and wait until every pool is closed."""
+        await self.clients.close()
 
 
 def _timeouts(spec: ProxmoxClusterSpec) -> Timeouts:
