@@ -135,3 +135,21 @@ async def test_the_worker_stops_when_the_object_is_gone(sim: SimulatorServer) ->
     )
     assert len(registry) == 0
     await registry.close()
+
+
+async def test_a_resource_being_deleted_is_not_probed_again(sim: SimulatorServer) -> None:
+    """Deletion bumps a custom resource's generation; the worker must not answer with a probe and a status write
+    while kopf waits for it to stop before removing the finalizer."""
+    kube, registry = FakeKube(), Registry()
+    kube.put_secret(KEY.namespace, "token", {"tokenId": "root@pam!ci", "tokenSecret": SECRET})
+    deleting = body(sim, generation=2)
+    deleting["metadata"]["deletionTimestamp"] = "2026-12-02T12:00:00Z"
+    before = sim.counters.total
+    await asyncio.wait_for(
+        run_worker(KEY, lambda: deleting, kube=kube, registry=registry, tuning=TUNING, stopping=asyncio.Event()),
+        timeout=30,
+    )
+    assert kube.patches == [] and kube.events == []
+    assert len(registry) == 0
+    assert sim.counters.total == before, "nothing was sent to Proxmox"
+    await registry.close()

@@ -174,9 +174,14 @@ async def run_worker(
 async def _round(
     key: Key, snapshot: Callable[[], Mapping[str, Any]], kube: Kube, registry: Registry, tuning: Tuning
 ) -> tuple[Outcome, float] | None:
-    """One guarded round: None when the resource is gone, a failure outcome for anything unexpected."""
+    """One guarded round: None when the resource is gone or being deleted, a failure outcome for anything
+    unexpected."""
+    body = snapshot()
+    if (body.get("metadata") or {}).get("deletionTimestamp"):
+        log.debug("%s is being deleted; the worker stops", key)
+        return None
     try:
-        return await reconcile_once(key, snapshot(), kube, registry, tuning)
+        return await reconcile_once(key, body, kube, registry, tuning)
     except ObjectGone:
         log.debug("%s is gone; the worker stops", key)
         return None
