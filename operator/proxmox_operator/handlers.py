@@ -1,5 +1,8 @@
 """kopf registrations, and nothing else: each handler delegates to :mod:`.controller`.
 
+Every handler is ``async``: kopf runs a plain ``def`` handler in a thread pool, and a thread hop per watch event
+was 5% of the CPU per registration in ``make bench``. None of them blocks.
+
 Why a daemon and event handlers, not create/update/delete handlers:
 
 * A daemon per ProxmoxCluster hosts the resource's worker loop, which can be woken at once by a spec change
@@ -40,7 +43,7 @@ FINALIZER = f"{api.GROUP}/finalizer"
 
 
 @kopf.on.startup()
-def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+async def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     """All kopf settings in one place. Storage names are ours so they never collide with other operators."""
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
@@ -112,7 +115,7 @@ async def _relay(stopped: kopf.DaemonStopped, stopping: asyncio.Event) -> None:
 
 
 @kopf.on.event(*PXC)
-def resource_changed(*, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+async def resource_changed(*, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     """Wake the worker when the spec changed (a new generation) or it was paused or resumed; the operator's own
     status writes do not wake it."""
     key = Key(namespace or "", name)
@@ -132,7 +135,7 @@ def _referenced_configmap(*, namespace: str | None, name: str, memo: Any, **_: A
 # No client-side label filter here: a Secret that loses its label arrives as DELETED without it, and must still
 # leave the cache. The server-side selector (configure) already restricts the watch to labelled Secrets.
 @kopf.on.event("", "v1", "secrets")
-def secret_changed(*, event: Any, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+async def secret_changed(*, event: Any, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     """A labelled Secret was created, changed, deleted or lost its label: keep the cache true, and re-check the
     resources that reference it now."""
     log.debug("labelled Secret %s/%s: %s", namespace, name, event.get("type") or "listed")
@@ -141,7 +144,7 @@ def secret_changed(*, event: Any, body: kopf.Body, namespace: str | None, name: 
 
 
 @kopf.on.event("", "v1", "configmaps", when=_referenced_configmap)
-def configmap_changed(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+async def configmap_changed(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     """A referenced ConfigMap (CA bundle) was created, changed or deleted: re-check its users now."""
     memo.registry.wake_referencing("ConfigMap", namespace or "", name)
 
