@@ -52,7 +52,13 @@ tools: ## build the developer tools from source once (cached): helm
 image: ## build the operator image from deploy/Dockerfile if its inputs changed; print its OCI archive's path
 	@bash hack/image.sh
 
-test: $(STAMP) lint controlplane tools image ## every test: unit, simulator, and integration on the real local control plane
+# The local node (hack/node.sh): kubelet and kube-scheduler built from hack/node/go.mod once (about 40 s after the
+# control plane's build), containerd and the CNI plugins installed with apt when missing. tests/node needs it.
+.PHONY: node
+node: controlplane ## build the local node's kubelet once (cached), install containerd and the CNI plugins
+	@bash hack/node.sh prepare
+
+test: $(STAMP) lint controlplane tools image node ## every test: unit, simulator, and integration on the real local control plane
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## unit tests only (no cluster, no network)
