@@ -17,6 +17,7 @@ from collections.abc import Iterable
 import httpcore
 import httpx
 
+from proxmox_operator.proxmox.netstream import AsyncioBackend
 from proxmox_operator.proxmox.tls import fingerprint_of, unverified_context
 
 
@@ -85,11 +86,11 @@ class _PinningStream(httpcore.AsyncNetworkStream):
 
 
 class PinningBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's default (anyio) backend, with :class:`_PinningStream` around every TCP connection."""
+    """The asyncio network backend (:mod:`.netstream`), with :class:`_PinningStream` around every TCP connection."""
 
     def __init__(self, pins: Iterable[str]) -> None:
         self.pins = frozenset(pins)
-        self.inner = httpcore.AnyIOBackend()
+        self.inner = AsyncioBackend()
 
     async def connect_tcp(
         self,
