@@ -48,11 +48,11 @@ async def test_deregistering_the_first_registrant_wakes_the_next() -> None:
     registry = Registry()
     registry.note_seen(A, 1, False, [SECRET])
     registry.note_seen(B, 1, False, [SECRET])
-    registry.claim("lab", A, "2026-01-01T00:00:00Z")
-    registry.claim("lab", B, "2026-01-02T00:00:00Z")
+    registry.identities.claim("lab", A, "2026-01-01T00:00:00Z")
+    registry.identities.claim("lab", B, "2026-01-02T00:00:00Z")
     waker = registry.waker(B)
     registry.deregister(A)
     assert waker.is_set()
     assert registry.wake_referencing(*SECRET) == [B]
-    assert registry.claim("lab", B, "2026-01-02T00:00:00Z") is None
+    assert registry.identities.claim("lab", B, "2026-01-02T00:00:00Z") is None
     await registry.close()

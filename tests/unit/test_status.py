@@ -197,10 +197,10 @@ def test_backoff_grows_is_capped_by_the_interval_and_honours_retry_after() -> No
 def test_registry_names_the_first_registrant_as_the_original() -> None:
     registry = Registry()
     a, b = Key("ns", "a"), Key("ns", "b")
-    assert registry.claim("cluster:lab|x", a, "2026-01-01T00:00:00Z") is None
-    assert registry.claim("cluster:lab|x", b, "2026-01-02T00:00:00Z") == a
-    assert registry.claim("cluster:lab|x", a, "2026-01-01T00:00:00Z") is None
-    assert registry.claim("cluster:other|x", b, "2026-01-02T00:00:00Z") is None  # b moved to another cluster
+    assert registry.identities.claim("cluster:lab|x", a, "2026-01-01T00:00:00Z") is None
+    assert registry.identities.claim("cluster:lab|x", b, "2026-01-02T00:00:00Z") == a
+    assert registry.identities.claim("cluster:lab|x", a, "2026-01-01T00:00:00Z") is None
+    assert registry.identities.claim("cluster:other|x", b, "2026-01-02T00:00:00Z") is None  # b moved to another cluster
 
 
 def test_duplicate_names_only_a_registrant_of_the_same_namespace() -> None:

@@ -108,7 +108,7 @@ async def probe(
     if isinstance(trust, Outcome):
         return trust
     try:
-        client = registry.client(key, spec, creds, trust, allowed)
+        client = registry.clients.client(key, spec, creds, trust, allowed)
     except TrustConfigInvalid as exc:
         tls = spec.tls
         field = "spec.tls.caBundleRef" if tls is not None and tls.ca_bundle_ref is not None else "spec.tls.caBundle"
@@ -124,7 +124,7 @@ async def probe(
         client.set_discovered(known.endpoints)  # from status: discovery survives an operator restart
     auth = AuthStatus(method="token" if creds.method == "token" else "password", id=creds.identity)
     return await read_cluster(
-        spec, client, trust, auth, basis, slow=registry.slow_facts(key), facts_refresh=tuning.facts_refresh
+        spec, client, trust, auth, basis, slow=registry.clients.slow_facts(key), facts_refresh=tuning.facts_refresh
     )
 
 

@@ -219,8 +219,9 @@ class Clients:
 
 
 class Registry:
-    """The clusters this operator has registered: the client cache, the wake-up bus and the duplicate index, and
-    deregistration across the three. The worker and the kopf handlers use this facade."""
+    """The clusters this operator has registered: the client cache (``clients``), the wake-up bus (``wakeups``, also
+    reachable through the shortcuts the kopf handlers use) and the duplicate index (``identities``), and
+    deregistration across the three."""
 
     def __init__(self) -> None:
         self.clients = Clients()
@@ -247,22 +248,6 @@ class Registry:
 
     def note_seen(self, key: Key, generation: int | None, paused: bool, refs: Iterable[Ref]) -> None:
         self.wakeups.note_seen(key, generation, paused, refs)
-
-    def claim(self, identity: str, key: Key, created: str) -> Key | None:
-        return self.identities.claim(identity, key, created)
-
-    def client(
-        self,
-        key: Key,
-        spec: ProxmoxClusterSpec,
-        creds: Credentials,
-        trust: TrustConfig,
-        allowed_hosts: AllowedHosts | None = None,
-    ) -> ProxmoxClient:
-        return self.clients.client(key, spec, creds, trust, allowed_hosts)
-
-    def slow_facts(self, key: Key) -> SlowFacts:
-        return self.clients.slow_facts(key)
 
     def disconnect(self, key: Key) -> bool:
         """Drop the resource's client (pause), keeping what the worker needs to resume. Returns whether it had a

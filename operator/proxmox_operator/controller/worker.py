@@ -107,7 +107,7 @@ async def reconcile_once(
             )
             extra[PAUSED] = None
     if spec is not None and outcome.facts is not None and outcome.facts.identity:
-        first = registry.claim(outcome.facts.identity, key, str(meta.get("creationTimestamp", "")))
+        first = registry.identities.claim(outcome.facts.identity, key, str(meta.get("creationTimestamp", "")))
         extra[DUPLICATE] = duplicate_condition(key, first) if first is not None else None
 
     status = next_status(previous, outcome, generation=generation, at=conditions.now(), extra=extra, probed=not paused)
