@@ -169,7 +169,7 @@ LIFE_NS_PREFIX = "pxo-life-"
 
 @pytest.fixture(scope="session")
 def operator(
-    crd: str, operator_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
+    cluster: Cluster, crd: str, operator_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     op = OperatorProcess(
         operator_kubeconfig,
@@ -180,9 +180,26 @@ def operator(
     time.sleep(0.5)
     assert op.alive(), op.log()
     yield op
+    _wait_until_test_namespaces_are_gone(cluster, op)
     code = op.stop()
     # A clean shutdown on SIGTERM: kopf exits 0.
     assert code == 0, f"operator exited with {code}:\n{op.log()[-5000:]}"
+
+
+def _wait_until_test_namespaces_are_gone(cluster: Cluster, op: OperatorProcess) -> None:
+    """Before the session's operator stops: every deleted test namespace goes away, because the operator removes
+    its finalizer from each ProxmoxCluster in them. Stopping it earlier would leave namespaces Terminating for
+    good (kopf does not start serving a namespace that is already being deleted), and the next session on the
+    same control plane would inherit them."""
+    names = [
+        ref
+        for ref in cluster.kubectl("get", "namespaces", "-o", "name").stdout.split()
+        if ref.startswith(f"namespace/{TEST_NS_PREFIX}")
+    ]
+    if not names:
+        return
+    result = cluster.kubectl("wait", "--for=delete", *names, "--timeout=120s", check=False, timeout=150)
+    assert result.returncode == 0, f"test namespaces still terminating: {result.stderr}\n{op.log()[-3000:]}"
 
 
 def scratch_namespace(cluster: Cluster, prefix: str) -> Iterator[str]:
