@@ -17,7 +17,6 @@ from collections.abc import Iterable
 import httpcore
 import httpx
 
-from proxmox_operator.proxmox.netstream import AsyncioBackend
 from proxmox_operator.proxmox.tls import fingerprint_of, unverified_context
 
 
@@ -86,11 +85,11 @@ class _PinningStream(httpcore.AsyncNetworkStream):
 
 
 class PinningBackend(httpcore.AsyncNetworkBackend):
-    """The asyncio network backend (:mod:`.netstream`), with :class:`_PinningStream` around every TCP connection."""
+    """httpcore's default (anyio) backend, with :class:`_PinningStream` around every TCP connection."""
 
     def __init__(self, pins: Iterable[str]) -> None:
         self.pins = frozenset(pins)
-        self.inner = AsyncioBackend()
+        self.inner = httpcore.AnyIOBackend()
 
     async def connect_tcp(
         self,
