@@ -186,12 +186,14 @@ trap 'exit 143' TERM
 
 # ------------------------------------------------------------------- build ---
 
-go_build_one() { # <component> <dest> <ldflags> <eta text>
-  local name=$1 dest=$2 ldflags=$3 eta=$4
-  local tmp="$dest.tmp.$$" blog="$BIN_DIR/$name.build.log"
+# Builds <package> (default k8s.io/kubernetes/cmd/<component>) of the module in
+# $MODULE_DIR into <dest>; hack/node.sh and hack/tools.sh use it with their own.
+go_build_one() { # <component> <dest> <ldflags> <eta text> [<package> [<version>]]
+  local name=$1 dest=$2 ldflags=$3 eta=$4 pkg=${5:-k8s.io/kubernetes/cmd/$1} version=${6:-$K8S_VERSION}
+  local tmp="$dest.tmp.$$" blog="$(dirname "$dest")/$name.build.log"
   local start now pid n rc=0
   BUILD_TMP=$tmp
-  log "building $name $K8S_VERSION from source: first time only, $eta on 2 cores"
+  log "building $name $version from source: first time only, $eta on 2 cores"
   info "go build log: $blog"
   start=$(date +%s)
   # -mod=readonly: go.sum is committed and complete; never let a build rewrite
@@ -202,7 +204,7 @@ go_build_one() { # <component> <dest> <ldflags> <eta text>
     cd "$MODULE_DIR"
     for fd in "${LOCK_FDS[@]}"; do eval "exec $fd>&-"; done
     exec setsid env GOWORK=off GOTOOLCHAIN=local CGO_ENABLED=0 \
-      "$GO" build -mod=readonly -trimpath -v -ldflags "$ldflags" -o "$tmp" "k8s.io/kubernetes/cmd/$name"
+      "$GO" build -mod=readonly -trimpath -v -ldflags "$ldflags" -o "$tmp" "$pkg"
   ) >"$blog" 2>&1 &
   pid=$!
   BUILD_PID=$pid
@@ -252,7 +254,7 @@ check_go() {
     for g in "$(command -v go || true)" /usr/local/go/bin/go /usr/lib/go/bin/go; do
       if [[ -n $g && -x $g ]]; then GO=$g && break; fi
     done
-    [[ -n $GO ]] || die "Go >= $(go_wanted) is needed once, to build kube-apiserver from source, and none was found: install it and put it on PATH (or set PXO_GO)"
+    [[ -n $GO ]] || die "Go >= $(go_wanted) is needed once, to build the local Kubernetes parts and tools from source, and none was found: install it and put it on PATH (or set PXO_GO)"
   fi
   local want have
   want=$(go_wanted)
@@ -260,7 +262,7 @@ check_go() {
   have=${have#go}
   # sort -V puts the smaller version first; we need have >= want.
   if [[ $(printf '%s\n%s\n' "$want" "$have" | sort -V | head -n1) != "$want" ]]; then
-    die "hack/controlplane/go.mod needs Go >= $want, $GO is go$have: install a newer Go (toolchain downloads are not used here)"
+    die "${MODULE_DIR#"$REPO_ROOT"/}/go.mod needs Go >= $want, $GO is go$have: install a newer Go (toolchain downloads are not used here)"
   fi
 }
 
@@ -473,10 +475,14 @@ port_in_use() { # <port>: true if something accepts connections on 127.0.0.1:<po
 # calling shell. The inner bash writes its own pid and then execs the binary,
 # so the pid file holds the real process even if setsid had to fork.
 spawn() { # <component> <command...>
-  local name=$1 pf logf
+  local name=$1
   shift
-  pf=$(pidfile "$name")
-  logf="$STATE/$name.log"
+  spawn_with "$(pidfile "$name")" "$STATE/$name.log" "$name" "$@"
+}
+
+spawn_with() { # <pid file> <log file> <component> <command...>; hack/node.sh uses it too
+  local pf=$1 logf=$2 name=$3
+  shift 3
   rm -f "$pf"
   printf '\n=== %s: starting %s ===\n' "$(date -u +%FT%TZ)" "$name" >>"$logf"
   # shellcheck disable=SC2016  # $$, $0 and $fd are for the inner shell

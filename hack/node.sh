@@ -149,24 +149,9 @@ node_pid() { # <component>
 }
 
 node_spawn() { # <component> <command...>
-  local name=$1 pf logf
+  local name=$1
   shift
-  pf=$(node_pidfile "$name")
-  logf="$NODE_DIR/$name.log"
-  rm -f "$pf"
-  printf '\n=== %s: starting %s ===\n' "$(date -u +%FT%TZ)" "$name" >>"$logf"
-  # shellcheck disable=SC2016  # for the inner shell
-  PXO_CLOSE_FDS="${LOCK_FDS[*]}" setsid bash -c '
-    echo $$ >"$0"
-    for fd in $PXO_CLOSE_FDS; do eval "exec $fd>&-"; done
-    unset PXO_CLOSE_FDS
-    exec "$@"' "$pf" "$@" </dev/null >>"$logf" 2>&1 &
-  local i
-  for i in $(seq 1 50); do
-    [[ -s $pf ]] && return 0
-    sleep 0.1
-  done
-  die "$name did not start (no pid file after 5 s); see $logf"
+  spawn_with "$(node_pidfile "$name")" "$NODE_DIR/$name.log" "$name" "$@"
 }
 
 node_wait() { # <component> <what> <check command...>
