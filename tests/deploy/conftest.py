@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,10 +81,17 @@ def dry_run_apply(cluster: Cluster, manifests: str) -> subprocess.CompletedProce
 
 
 @pytest.fixture
-def scratch_namespaces(cluster: Cluster) -> Iterator[list[str]]:
-    """Namespaces a test creates (by appending names and creating them), deleted afterwards without waiting."""
+def scratch_namespaces(cluster: Cluster) -> Iterator[Callable[[str], str]]:
+    """Creates the namespaces a test names (``ns = scratch_namespaces(name)``), and deletes them afterwards without
+    waiting, as :func:`tests.integration.conftest.scratch_namespace` does for its one random namespace."""
     names: list[str] = []
-    yield names
+
+    def create(name: str) -> str:
+        names.append(name)
+        cluster.kubectl("create", "namespace", name)
+        return name
+
+    yield create
     for name in names:
         cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 

@@ -5,6 +5,7 @@ flag the chart renders is a flag the operator accepts."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -65,11 +66,10 @@ def test_helm_lint_passes(chart: Chart, values: list[str]) -> None:
 
 
 def test_default_values_are_accepted_by_the_api_server(
-    cluster: Cluster, chart: Chart, scratch_namespaces: list[str]
+    cluster: Cluster, chart: Chart, scratch_namespaces: Callable[[str], str]
 ) -> None:
     ns = f"pxo-chart-{secrets.token_hex(4)}"
-    scratch_namespaces.append(ns)
-    cluster.kubectl("create", "namespace", ns)
+    scratch_namespaces(ns)
     rendered = chart.run("template", f"rel-{ns}", str(CHART), "--namespace", ns, "--include-crds").stdout
     result = dry_run_apply(cluster, rendered)
     assert result.returncode == 0, result.stderr
@@ -83,13 +83,12 @@ def test_default_values_are_accepted_by_the_api_server(
 
 
 def test_namespaced_install_is_accepted_by_the_api_server(
-    cluster: Cluster, chart: Chart, scratch_namespaces: list[str]
+    cluster: Cluster, chart: Chart, scratch_namespaces: Callable[[str], str]
 ) -> None:
     suffix = secrets.token_hex(4)
     ns, team_a, team_b = (f"pxo-chart-{suffix}", f"pxo-chart-a-{suffix}", f"pxo-chart-b-{suffix}")
     for name in (ns, team_a, team_b):
-        scratch_namespaces.append(name)
-        cluster.kubectl("create", "namespace", name)
+        scratch_namespaces(name)
     rendered = chart.template(f"watchNamespaces={{{team_a},{team_b}}}", release=f"rel-{suffix}", namespace=ns).stdout
     result = dry_run_apply(cluster, rendered)
     assert result.returncode == 0, result.stderr
@@ -106,12 +105,11 @@ def test_namespaced_install_is_accepted_by_the_api_server(
 
 
 def test_a_namespaced_install_fails_while_a_watched_namespace_is_missing(
-    cluster: Cluster, chart: Chart, scratch_namespaces: list[str]
+    cluster: Cluster, chart: Chart, scratch_namespaces: Callable[[str], str]
 ) -> None:
     """The README says: the watched namespaces must exist before the install. This is why."""
     ns = f"pxo-chart-{secrets.token_hex(4)}"
-    scratch_namespaces.append(ns)
-    cluster.kubectl("create", "namespace", ns)
+    scratch_namespaces(ns)
     rendered = chart.template(f"watchNamespaces={{{ns}-absent}}", release=f"rel-{ns}", namespace=ns).stdout
     result = dry_run_apply(cluster, rendered)
     assert result.returncode != 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -104,11 +105,10 @@ def test_kustomize_base_is_accepted_by_the_api_server(cluster: Cluster) -> None:
 
 
 def test_kustomize_base_works_in_an_overlay_for_another_namespace(
-    cluster: Cluster, tmp_path: Path, scratch_namespaces: list[str]
+    cluster: Cluster, tmp_path: Path, scratch_namespaces: Callable[[str], str]
 ) -> None:
     ns = f"pxo-kustomize-{os.urandom(4).hex()}"
-    scratch_namespaces.append(ns)
-    cluster.kubectl("create", "namespace", ns)
+    scratch_namespaces(ns)
     (tmp_path / "kustomization.yaml").write_text(
         yaml.safe_dump({"resources": [os.path.relpath(KUSTOMIZE, tmp_path)], "namespace": ns, "nameSuffix": f"-{ns}"}),
         encoding="utf-8",
