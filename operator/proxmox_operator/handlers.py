@@ -120,10 +120,8 @@ async def resource_changed(*, body: kopf.Body, namespace: str | None, name: str,
     status writes do not wake it."""
     key = Key(namespace or "", name)
     meta = body.get("metadata", {})
-    # Deletion bumps a custom resource's generation too; kopf is stopping the worker then, and a probe round
-    # would only delay the finalizer's removal with a TLS handshake and a status write.
-    if meta.get("deletionTimestamp"):
-        return
+    # Deletion bumps a custom resource's generation too: the wake-up then ends the worker (it never probes a
+    # resource being deleted, see controller.worker), which is what kopf waits for before removing the finalizer.
     if memo.registry.changed(key, meta.get("generation"), is_paused(meta)):
         memo.registry.wake(key)
 

@@ -230,21 +230,23 @@ def _failed(
     exc: ProxmoxError, conds: dict[ConditionType, Cond], tls_ok: Cond, client: ProxmoxClient, auth: AuthStatus
 ) -> Outcome:
     """Conditions after a failure: what was reached is known, what comes after stays Unknown."""
+    reason = Reason(exc.reason)
+    failed = cond_false(reason, str(exc))
     if isinstance(exc, pve_errors.Unreachable | pve_errors.Timeout):
-        conds[REACHABLE] = cond_false(Reason(exc.reason), str(exc))
+        conds[REACHABLE] = failed
     elif isinstance(exc, pve_errors.TLSError):
-        conds[REACHABLE] = cond_false(Reason(exc.reason), str(exc))
-        conds[TLS_VERIFIED] = cond_false(Reason(exc.reason), str(exc))
+        conds[REACHABLE] = failed
+        conds[TLS_VERIFIED] = failed
     elif isinstance(exc, _ANSWERED):  # an HTTP answer came back: the transport works
         conds[REACHABLE] = cond_true(Reason.CONNECTED, f"{client.active_endpoint or exc.endpoint} answers")
         conds[TLS_VERIFIED] = tls_ok
         if isinstance(exc, pve_errors.AuthenticationFailed):
-            conds[AUTHENTICATED] = cond_false(Reason(exc.reason), str(exc))
+            conds[AUTHENTICATED] = failed
         elif isinstance(exc, pve_errors.PermissionDenied):
-            conds[PERMISSIONS] = cond_false(Reason(exc.reason), str(exc))
+            conds[PERMISSIONS] = failed
     return Outcome(
         ready=False,
-        reason=Reason(exc.reason),
+        reason=reason,
         message=str(exc),
         transient=exc.transient,
         retry_after=exc.retry_after,
