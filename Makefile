@@ -42,9 +42,11 @@ controlplane: ## check what the local control plane needs, build kube-apiserver 
 	@bash hack/cluster.sh prepare
 
 # helm, built from hack/tools/go.mod once (about 1-2 minutes) and cached like the control plane; the tests of
-# deploy/ find it with `hack/tools.sh helm` and never build it themselves.
-tools: ## build the developer tools from source once (cached): helm
+# deploy/ find it with `hack/tools.sh helm` and never build it themselves. kstatus (hack/kstatus, a module of its
+# own: Flux's verdict on an object, from sigs.k8s.io/cli-utils) likewise, for tests/integration/test_kstatus.py.
+tools: ## build the developer tools from source once (cached): helm, kstatus
 	@bash hack/tools.sh helm >/dev/null
+	@bash hack/tools.sh kstatus >/dev/null
 
 # The operator image (hack/image.sh: podman, a Debian base made with debootstrap once, about 1.5 minutes cold).
 # Built before pytest like the control plane; with nothing changed it builds nothing and takes well under a second.
