@@ -18,8 +18,9 @@ from proxmox_operator.api.v1alpha1.conditions import (
     Reason,
     event_reasons,
     false_reasons,
-    ready_false_reasons,
+    ready_reasons,
 )
+from proxmox_operator.api.v1alpha1.types import ConditionStatus
 
 
 def _code(reason: Reason, type_: ConditionType) -> str:
@@ -37,10 +38,19 @@ def conditions_table() -> str:
     return "\n".join(rows)
 
 
+def kstatus_verdict(reason: Reason) -> str:
+    """What kstatus (Flux, kpt) says of a current object whose Ready carries ``reason``."""
+    doc = REASONS[reason]
+    if doc.status is ConditionStatus.TRUE:
+        return "Current"
+    if doc.stalled:
+        return "**Failed** (`Stalled`)"
+    return "InProgress (`Reconciling`)"
+
+
 def reasons_table() -> str:
-    rows = ["| reason | status | what to do |", "| --- | --- | --- |"]
-    rows.append(f"| `{Reason.REGISTERED}` | True | {REASONS[Reason.REGISTERED].todo} |")
-    rows.extend(f"| `{r}` | False | {REASONS[r].todo} |" for r in ready_false_reasons())
+    rows = ["| reason | status | kstatus (Flux) | what to do |", "| --- | --- | --- | --- |"]
+    rows.extend(f"| `{r}` | {REASONS[r].status} | {kstatus_verdict(r)} | {REASONS[r].todo} |" for r in ready_reasons())
     return "\n".join(rows)
 
 

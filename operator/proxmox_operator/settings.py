@@ -23,3 +23,8 @@ class Tuning:
     #: Version, node list and permissions are read again after this many seconds (and whenever the client is
     #: rebuilt); quorum and membership on every probe.
     facts_refresh: float = 600.0
+    #: When the first probe of a generation (no status for it yet) takes longer than this (seconds), Ready=Unknown
+    #: and Reconciling=True (reason Probing) are written meanwhile, so kstatus (Flux) and Argo CD see a probe under
+    #: way instead of no status (which kstatus counts as Current) or the previous spec's result. A fast probe
+    #: writes only its result: one status write per registration.
+    first_probe_grace: float = 1.0

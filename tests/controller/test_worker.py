@@ -20,7 +20,8 @@ from tests.support.fakekube import FakeKube
 
 SECRET = str(uuid.uuid4())
 KEY = Key("team-a", "lab")
-TUNING = Tuning(probe_interval=60, backoff_base=60, backoff_max=60)
+# The first probe is never slow enough here to write an interim Probing status (tests/controller/test_first_probe.py).
+TUNING = Tuning(probe_interval=60, backoff_base=60, backoff_max=60, first_probe_grace=30)
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ from proxmox_operator.proxmox import ClusterStatusEntry, Node, Version
 from proxmox_operator.settings import Tuning
 
 T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
+INTERVAL = 60.0
 NODES = NodesStatus(
     total=3,
     online=3,
@@ -59,7 +60,7 @@ NO_QUORUM = Outcome(
 def dump(
     outcome: Outcome, previous: dict[str, Any] | None, at: datetime, generation: int = 1, **kw: Any
 ) -> dict[str, Any]:
-    status = next_status(previous, outcome, generation=generation, at=at, **kw)
+    status = next_status(previous, outcome, generation=generation, at=at, interval=INTERVAL, **kw)
     return status.model_dump(by_alias=True, mode="json")
 
 
@@ -135,7 +136,7 @@ def test_garbage_in_previous_status_is_ignored() -> None:
 
 
 def events(outcome: Outcome, previous: dict[str, Any] | None, **kw: Any) -> list[tuple[str, str]]:
-    status = next_status(previous, outcome, generation=1, at=T0, **kw)
+    status = next_status(previous, outcome, generation=1, at=T0, interval=INTERVAL, **kw)
     return [(t, r) for t, r, _ in events_for(previous, status)]
 
 
@@ -298,13 +299,15 @@ def test_backoff_survives_a_thousand_failures_and_caps_retry_after_at_the_interv
 def test_status_is_written_only_when_something_visible_changed_or_the_heartbeat_is_old() -> None:
     written = dump(OK, None, T0)
     later = T0 + timedelta(seconds=61)
-    same = next_status(written, OK, generation=1, at=later)
+    same = next_status(written, OK, generation=1, at=later, interval=INTERVAL)
     assert not worth_writing(written, same, refresh=600), "only lastProbeTime moved"
     reordered = {**written, "conditions": list(reversed(written["conditions"]))}
     assert not worth_writing(reordered, same, refresh=600), "condition order carries no meaning"
-    assert worth_writing(written, next_status(written, DOWN, generation=1, at=later), refresh=600)
-    assert worth_writing(written, next_status(written, OK, generation=2, at=later), refresh=600), "new generation"
-    stale = next_status(written, OK, generation=1, at=T0 + timedelta(seconds=600))
+    assert worth_writing(written, next_status(written, DOWN, generation=1, at=later, interval=INTERVAL), refresh=600)
+    assert worth_writing(written, next_status(written, OK, generation=2, at=later, interval=INTERVAL), refresh=600), (
+        "new generation"
+    )
+    stale = next_status(written, OK, generation=1, at=T0 + timedelta(seconds=600), interval=INTERVAL)
     assert worth_writing(written, stale, refresh=600), "the coarse heartbeat"
     assert worth_writing(None, same, refresh=600)
     assert worth_writing({"conditions": "garbage"}, same, refresh=600)

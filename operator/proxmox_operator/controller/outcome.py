@@ -28,6 +28,8 @@ QUORATE = ConditionType.QUORATE
 PERMISSIONS = ConditionType.PERMISSIONS
 PAUSED = ConditionType.PAUSED
 DUPLICATE = ConditionType.DUPLICATE
+RECONCILING = ConditionType.RECONCILING
+STALLED = ConditionType.STALLED
 __all__ = [
     "AUTHENTICATED",
     "DUPLICATE",
@@ -38,7 +40,9 @@ __all__ = [
     "QUORATE",
     "REACHABLE",
     "READY",
+    "RECONCILING",
     "REQUIRED_PRIVILEGES",
+    "STALLED",
     "TLS_VERIFIED",
     "Cond",
     "Facts",

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from proxmox_operator.api.v1alpha1 import (
+    REASONS,
     ConditionStatus,
     ConditionType,
     ProxmoxClusterSpec,
@@ -22,10 +23,13 @@ from proxmox_operator.controller.outcome import (
     PAUSED,
     QUORATE,
     READY,
+    RECONCILING,
+    STALLED,
     TLS_VERIFIED,
     Cond,
     Outcome,
     cond_true,
+    cond_unknown,
 )
 from proxmox_operator.controller.ports import Key
 from proxmox_operator.settings import Tuning
@@ -37,13 +41,16 @@ def next_status(
     *,
     generation: int | None,
     at: datetime,
+    interval: float,
     extra: Mapping[ConditionType, Cond | None] | None = None,
     probed: bool = True,
 ) -> ProxmoxClusterStatus:
     """The status after a probe. Facts survive failures (Ready and lastProbeTime say how fresh they are).
 
-    ``extra`` sets (a Cond) or removes (None) conditions outside the probe: Duplicate, Paused. ``probed`` False
-    (paused) keeps lastProbeTime: nothing talked to Proxmox.
+    Reconciling and Stalled follow Ready (:func:`kstatus_conditions`; ``interval`` is the probe interval, which
+    bounds the wait for a retry). ``extra`` sets (a Cond) or removes (None) conditions outside the probe:
+    Duplicate, Paused; it wins over the rest. ``probed`` False (paused) keeps lastProbeTime: nothing talked to
+    Proxmox.
     """
     prev = _parse_status(previous) or ProxmoxClusterStatus()
     prev_conditions = conditions.parse((previous or {}).get("conditions"))
@@ -52,7 +59,7 @@ def next_status(
         **outcome.conditions,
     }
     removed: set[str] = set()
-    for type_, cond in (extra or {}).items():
+    for type_, cond in {**kstatus_conditions(outcome, interval), **(extra or {})}.items():
         if cond is None:
             removed.add(type_)
         else:
@@ -84,6 +91,42 @@ def next_status(
         auth=outcome.auth or prev.auth,
         last_probe_time=at if probed else prev.last_probe_time,
         conditions=[*new.values(), *kept],
+    )
+
+
+def kstatus_conditions(outcome: Outcome, interval: float) -> dict[ConditionType, Cond | None]:
+    """Reconciling and Stalled, kstatus' abnormal-true conditions: present (True) only while they apply, else
+    removed (None). A failure only a user can fix (:attr:`ReasonDoc.stalled`) stalls, with Ready's reason and
+    message: kstatus says Failed, and Flux fails at once. Any other failure is retried: Reconciling, kstatus says
+    InProgress. Both follow from the outcome and the interval alone, so identical probes give identical values and
+    a steady state writes nothing."""
+    if outcome.ready:
+        return {RECONCILING: None, STALLED: None}
+    if REASONS[outcome.reason].stalled:
+        return {RECONCILING: None, STALLED: cond_true(outcome.reason, outcome.message)}
+    retry = f"retrying with backoff, within about {interval:g} s"
+    message = f"{outcome.message}; {retry}" if outcome.message else retry
+    return {RECONCILING: cond_true(outcome.reason, message), STALLED: None}
+
+
+def probing_status(previous: Mapping[str, Any] | None, *, generation: int | None, at: datetime) -> ProxmoxClusterStatus:
+    """Ready=Unknown and Reconciling=True with reason Probing, for the current generation: written while the first
+    probe of a generation takes longer than ``Tuning.first_probe_grace``. Until then kstatus would see an object
+    without conditions as Current, or a new spec judged by the old one. Nothing else changes: the facts, the
+    other conditions and lastProbeTime stay as they were (nothing has answered yet)."""
+    message = "the first probe of this spec is under way; Ready follows when it ends"
+    return next_status(
+        previous,
+        Outcome(ready=False, reason=Reason.PROBING, message=message),
+        generation=generation,
+        at=at,
+        interval=0,
+        extra={
+            READY: cond_unknown(Reason.PROBING, message),
+            RECONCILING: cond_true(Reason.PROBING, message),
+            PAUSED: None,
+        },
+        probed=False,
     )
 
 

@@ -45,6 +45,7 @@ from proxmox_operator.controller.status import (
     events_for,
     next_status,
     probe_interval,
+    probing_status,
     worth_writing,
 )
 from proxmox_operator.settings import Tuning
@@ -79,6 +80,7 @@ async def reconcile_once(
     meta = body.get("metadata", {})
     generation = meta.get("generation")
     previous = body.get("status") or {}
+    stored: Mapping[str, Any] = previous  # the status as the API server holds it
     paused = is_paused(meta)
     extra: dict[ConditionType, Cond | None] = {}
     spec: ProxmoxClusterSpec | None = None
@@ -102,21 +104,57 @@ async def reconcile_once(
             )
             extra[PAUSED] = cond_true(Reason.PAUSED, outcome.message)
         else:
-            outcome = await _guarded_probe(
-                key, spec, kube, registry, tuning, known=KnownEndpoints.from_status(previous)
+            outcome, stored = await _probe_in_view(
+                key, spec, kube, registry, tuning, previous=previous, generation=generation
             )
             extra[PAUSED] = None
     if spec is not None and outcome.facts is not None and outcome.facts.identity:
         first = registry.identities.claim(outcome.facts.identity, key, str(meta.get("creationTimestamp", "")))
         extra[DUPLICATE] = duplicate_condition(key, first) if first is not None else None
 
-    status = next_status(previous, outcome, generation=generation, at=conditions.now(), extra=extra, probed=not paused)
-    if worth_writing(previous, status, refresh=tuning.status_refresh):
+    interval = probe_interval(spec, tuning)
+    status = next_status(
+        stored, outcome, generation=generation, at=conditions.now(), interval=interval, extra=extra, probed=not paused
+    )
+    if worth_writing(stored, status, refresh=tuning.status_refresh):
         await kube.patch_status(key.namespace, key.name, status.model_dump(by_alias=True, mode="json"))
+    # Events compare with the status before this round: an interim Probing status is no transition of its own.
     for type_, reason, message in events_for(previous, status):
         (log.info if type_ == "Normal" else log.warning)("%s: %s: %s", key, reason, message)
         kube.post_event(body, type_=type_, reason=reason, message=message)
-    return outcome, probe_interval(spec, tuning)
+    return outcome, interval
+
+
+async def _probe_in_view(
+    key: Key,
+    spec: ProxmoxClusterSpec,
+    kube: Kube,
+    registry: Registry,
+    tuning: Tuning,
+    *,
+    previous: Mapping[str, Any],
+    generation: int | None,
+) -> tuple[Outcome, Mapping[str, Any]]:
+    """The probe, and the status as stored when it ended. The first probe of a generation (no status for it yet)
+    that takes longer than ``tuning.first_probe_grace`` gets Ready=Unknown and Reconciling=True (Probing) written
+    meanwhile: kstatus takes an object without conditions for Current. A fast probe costs no extra write."""
+    probing = asyncio.ensure_future(
+        _guarded_probe(key, spec, kube, registry, tuning, known=KnownEndpoints.from_status(previous))
+    )
+    stored = previous
+    try:
+        if previous.get("observedGeneration") != generation:
+            done, _ = await asyncio.wait({probing}, timeout=tuning.first_probe_grace)
+            if not done:
+                interim = probing_status(previous, generation=generation, at=conditions.now())
+                stored = interim.model_dump(by_alias=True, mode="json")
+                await kube.patch_status(key.namespace, key.name, stored)
+        return await probing, stored
+    finally:
+        if not probing.done():  # cancelled, or the interim write failed: the probe goes too
+            probing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probing
 
 
 async def _guarded_probe(

@@ -6,6 +6,10 @@ tests read them, and the README's condition and reason tables are rendered from 
 
 Conditions follow the Kubernetes API conventions: ``lastTransitionTime`` moves only when ``status`` flips;
 reason, message and observedGeneration follow every evaluation (:func:`transition`).
+
+``Reconciling`` and ``Stalled`` are kstatus' abnormal-true conditions (sigs.k8s.io/cli-utils ``pkg/kstatus``, what
+Flux and kpt judge health with): present, and True, only while they apply, and removed otherwise. Which failures
+stall is :attr:`ReasonDoc.stalled`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ class ConditionType(StrEnum):
     PERMISSIONS = "PermissionsSufficient"
     PAUSED = "Paused"
     DUPLICATE = "Duplicate"
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
 
 
 #: The conditions every probe evaluates; Ready summarises them.
@@ -45,6 +51,8 @@ class Reason(StrEnum):
 
     # Ready=True, and the Events of a cluster going Ready.
     REGISTERED = "Registered"
+    # Ready=Unknown: the first probe of a generation takes a while.
+    PROBING = "Probing"
     RECOVERED = "Recovered"
     DEREGISTERED = "Deregistered"
     # What the user must fix in Kubernetes (Secret, ConfigMap, spec).
@@ -99,36 +107,64 @@ class ReasonDoc:
     event: bool = False
     #: A word on when, for one condition's False column (e.g. which Secret).
     note: tuple[ConditionType, str] | None = None
+    #: The status of the conditions it is written with (of Ready, when Ready is among ``on``): a reason with
+    #: another status than False names a good or undecided state, never a failure.
+    status: ConditionStatus = ConditionStatus.FALSE
+    #: Ready=False with this reason waits for a user: only a change of a Secret, a permission, the spec or an
+    #: annotation can help. It comes with ``Stalled=True`` (kstatus: Failed, so Flux fails at once with the
+    #: message); any other failure comes with ``Reconciling=True`` (kstatus: InProgress), as the operator retries.
+    stalled: bool = False
 
 
 T = ConditionType
 _AUTH, _REACH, _TLS, _QUORUM, _PERMS = (T.AUTHENTICATED, T.REACHABLE, T.TLS_VERIFIED, T.QUORATE, T.PERMISSIONS)
+_TRUE, _UNKNOWN = ConditionStatus.TRUE, ConditionStatus.UNKNOWN
 
 REASONS: Mapping[Reason, ReasonDoc] = {
-    Reason.REGISTERED: ReasonDoc((T.READY,), "nothing", event=True),
-    Reason.SECRET_NOT_FOUND: ReasonDoc((T.READY, _AUTH), "create the Secret, labelled (noticed within seconds)"),
+    Reason.REGISTERED: ReasonDoc((T.READY,), "nothing", event=True, status=_TRUE),
+    Reason.PROBING: ReasonDoc(
+        (T.READY, T.RECONCILING),
+        "wait: the first probe of this generation is under way and takes a while (a slow or unreachable endpoint)",
+        status=_UNKNOWN,
+    ),
+    Reason.SECRET_NOT_FOUND: ReasonDoc(
+        (T.READY, _AUTH), "create the Secret, labelled (noticed within seconds)", stalled=True
+    ),
     Reason.SECRET_NOT_LABELED: ReasonDoc(
         (T.READY, _AUTH, _TLS),
         "the Secret's owner labels it `proxmox-operator.dev/credentials=true` (the message gives the command)",
         note=(T.TLS_VERIFIED, "a `caBundleRef` Secret"),
+        stalled=True,
     ),
     Reason.HOST_NOT_ALLOWED: ReasonDoc(
         (T.READY, _AUTH),
         "point the endpoints at hosts the Secret's `allowed-hosts` annotation lists, or have its owner extend it",
+        stalled=True,
     ),
     Reason.ALLOWED_HOSTS_INVALID: ReasonDoc(
-        (T.READY, _AUTH), "fix the Secret's `allowed-hosts` annotation; the message quotes the bad entry"
+        (T.READY, _AUTH),
+        "fix the Secret's `allowed-hosts` annotation; the message quotes the bad entry",
+        stalled=True,
     ),
-    Reason.SECRET_INVALID: ReasonDoc((T.READY, _AUTH), "keep exactly one pair of keys; the message names the problem"),
-    Reason.SECRET_FORBIDDEN: ReasonDoc((T.READY, _AUTH), "let the operator's ServiceAccount read Secrets"),
+    Reason.SECRET_INVALID: ReasonDoc(
+        (T.READY, _AUTH), "keep exactly one pair of keys; the message names the problem", stalled=True
+    ),
+    Reason.SECRET_FORBIDDEN: ReasonDoc(
+        (T.READY, _AUTH), "let the operator's ServiceAccount read Secrets", stalled=True
+    ),
     Reason.SECRET_NAMESPACE_FORBIDDEN: ReasonDoc(
         (T.READY, _AUTH),
         "move the Secret into the ProxmoxCluster's namespace, or allow it (see `credentialsRef.namespace`)",
+        stalled=True,
     ),
-    Reason.AUTHENTICATION_FAILED: ReasonDoc((T.READY, _AUTH), "fix the username/realm/password or token in the Secret"),
-    Reason.TFA_REQUIRED: ReasonDoc((T.READY, _AUTH), "use an API token"),
+    Reason.AUTHENTICATION_FAILED: ReasonDoc(
+        (T.READY, _AUTH), "fix the username/realm/password or token in the Secret", stalled=True
+    ),
+    Reason.TFA_REQUIRED: ReasonDoc((T.READY, _AUTH), "use an API token", stalled=True),
     Reason.PERMISSION_DENIED: ReasonDoc(
-        (T.READY, _PERMS), "grant `PVEAuditor` on `/` (to the token too when privilege-separated)"
+        (T.READY, _PERMS),
+        "grant `PVEAuditor` on `/` (to the token too when privilege-separated)",
+        stalled=True,
     ),
     Reason.QUORUM_LOST: ReasonDoc(
         (T.READY, _QUORUM), "bring nodes back; VMs cannot be started or changed meanwhile", event=True
@@ -136,13 +172,20 @@ REASONS: Mapping[Reason, ReasonDoc] = {
     Reason.TLS_ERROR: ReasonDoc(
         (T.READY, _REACH, _TLS),
         "set `tls.caBundle` to the CA that signed the node certificate, or pin its fingerprint",
+        stalled=True,
     ),
-    Reason.TLS_CONFIG_INVALID: ReasonDoc((T.READY, _TLS), "fix `tls.caBundle` or the PEM its `caBundleRef` names"),
+    Reason.TLS_CONFIG_INVALID: ReasonDoc(
+        (T.READY, _TLS), "fix `tls.caBundle` or the PEM its `caBundleRef` names", stalled=True
+    ),
     Reason.CA_BUNDLE_NOT_FOUND: ReasonDoc(
-        (T.READY, _TLS), "create the Secret or ConfigMap `tls.caBundleRef` names, with the PEM under its key"
+        (T.READY, _TLS),
+        "create the Secret or ConfigMap `tls.caBundleRef` names, with the PEM under its key",
+        stalled=True,
     ),
     Reason.CA_BUNDLE_FORBIDDEN: ReasonDoc(
-        (T.READY, _TLS), "let the operator's ServiceAccount read the `tls.caBundleRef` object"
+        (T.READY, _TLS),
+        "let the operator's ServiceAccount read the `tls.caBundleRef` object",
+        stalled=True,
     ),
     Reason.UNREACHABLE: ReasonDoc((T.READY, _REACH), "check the URL, that pveproxy runs, and the network path"),
     Reason.TIMEOUT: ReasonDoc((T.READY, _REACH), "check the node's load and the network path"),
@@ -157,9 +200,11 @@ REASONS: Mapping[Reason, ReasonDoc] = {
         "after decompression, or nested deeper than 32 levels; check the endpoint URL",
     ),
     Reason.PROXMOX_ERROR: ReasonDoc((T.READY,), "an answer Proxmox VE is not documented to give; see the message"),
-    Reason.PAUSED: ReasonDoc((T.READY, T.PAUSED), "remove the pause annotation to resume", event=True),
+    Reason.PAUSED: ReasonDoc((T.READY, T.PAUSED), "remove the pause annotation to resume", event=True, stalled=True),
     Reason.INVALID_SPEC: ReasonDoc(
-        (T.READY,), "an object stored before a schema change no longer parses: apply it again"
+        (T.READY,),
+        "an object stored before a schema change no longer parses: apply it again",
+        stalled=True,
     ),
     Reason.INTERNAL_ERROR: ReasonDoc((T.READY,), "a bug: the operator's log has the traceback; the probe is retried"),
     Reason.KUBE_UNAVAILABLE: ReasonDoc(),  # only in the log: the round is retried without a status write
@@ -168,15 +213,15 @@ REASONS: Mapping[Reason, ReasonDoc] = {
     Reason.DEREGISTERED: ReasonDoc(event=True),
     Reason.QUORUM_RESTORED: ReasonDoc(event=True),
     Reason.INSECURE_SKIP_VERIFY: ReasonDoc((_TLS,), event=True),
-    Reason.DUPLICATE: ReasonDoc((T.DUPLICATE,), event=True),
-    Reason.LOGGED_IN: ReasonDoc((_AUTH,)),
-    Reason.CONNECTED: ReasonDoc((_REACH,)),
-    Reason.VERIFIED: ReasonDoc((_TLS,)),
-    Reason.QUORATE: ReasonDoc((_QUORUM,)),
-    Reason.QUORUM_UNKNOWN: ReasonDoc((_QUORUM,)),
-    Reason.SUFFICIENT: ReasonDoc((_PERMS,)),
-    Reason.PERMISSIONS_UNKNOWN: ReasonDoc((_PERMS,)),
-    Reason.NOT_CHECKED: ReasonDoc(tuple(PROBE_CONDITIONS)),
+    Reason.DUPLICATE: ReasonDoc((T.DUPLICATE,), event=True, status=_TRUE),
+    Reason.LOGGED_IN: ReasonDoc((_AUTH,), status=_TRUE),
+    Reason.CONNECTED: ReasonDoc((_REACH,), status=_TRUE),
+    Reason.VERIFIED: ReasonDoc((_TLS,), status=_TRUE),
+    Reason.QUORATE: ReasonDoc((_QUORUM,), status=_TRUE),
+    Reason.QUORUM_UNKNOWN: ReasonDoc((_QUORUM,), status=_UNKNOWN),
+    Reason.SUFFICIENT: ReasonDoc((_PERMS,), status=_TRUE),
+    Reason.PERMISSIONS_UNKNOWN: ReasonDoc((_PERMS,), status=_UNKNOWN),
+    Reason.NOT_CHECKED: ReasonDoc(tuple(PROBE_CONDITIONS), status=_UNKNOWN),
 }
 
 #: Per condition type: when it is True, and a word on the rest (rendered into the README's table).
@@ -205,36 +250,45 @@ TYPES: Mapping[ConditionType, tuple[str, str]] = {
         "namespace",
         "absent otherwise",
     ),
+    T.RECONCILING: (
+        "the operator is working towards `Ready=True`: the first probe of a generation takes a while (`Probing`, "
+        "with `Ready=Unknown`), or it retries after a failure that can pass without a user (the reason and "
+        "message are `Ready`'s, and the message says when it retries). For kstatus (Flux, kpt): InProgress",
+        "absent otherwise",
+    ),
+    T.STALLED: (
+        "`Ready` is `False` for a reason only a user can fix (the reasons marked **Failed** below: credentials, TLS, "
+        "a Secret, permissions, the spec, or the pause annotation); the reason and message are `Ready`'s. For "
+        "kstatus (Flux, kpt): Failed",
+        "absent otherwise",
+    ),
 }
 
-#: Reasons whose True/Unknown meaning belongs to a condition, not to Ready=False.
-_NOT_FAILURES = frozenset(
-    {
-        Reason.REGISTERED,
-        Reason.LOGGED_IN,
-        Reason.CONNECTED,
-        Reason.VERIFIED,
-        Reason.QUORATE,
-        Reason.QUORUM_UNKNOWN,
-        Reason.SUFFICIENT,
-        Reason.PERMISSIONS_UNKNOWN,
-        Reason.NOT_CHECKED,
-        Reason.DUPLICATE,
-    }
-)
+#: Condition types that are True or absent, never False (kstatus' abnormal-true conditions among them).
+TRUE_OR_ABSENT = (T.PAUSED, T.DUPLICATE, T.RECONCILING, T.STALLED)
 
 
 def false_reasons(type_: ConditionType) -> list[Reason]:
     """The reasons with which ``type_`` can be False, in the order of :data:`REASONS`."""
     if type_ is ConditionType.READY:
         return ready_false_reasons()
-    if type_ in (ConditionType.PAUSED, ConditionType.DUPLICATE):
-        return []  # True or absent
-    return [r for r, doc in REASONS.items() if type_ in doc.on and r not in _NOT_FAILURES]
+    if type_ in TRUE_OR_ABSENT:
+        return []
+    return [r for r, doc in REASONS.items() if type_ in doc.on and doc.status is ConditionStatus.FALSE]
+
+
+def ready_reasons() -> list[Reason]:
+    """Every reason Ready can carry, whatever its status, in the order of :data:`REASONS`."""
+    return [r for r, doc in REASONS.items() if ConditionType.READY in doc.on]
 
 
 def ready_false_reasons() -> list[Reason]:
-    return [r for r, doc in REASONS.items() if ConditionType.READY in doc.on and r is not Reason.REGISTERED]
+    return [r for r in ready_reasons() if REASONS[r].status is ConditionStatus.FALSE]
+
+
+def stalled_reasons() -> list[Reason]:
+    """The failures only a user can fix: Ready=False with one of them comes with Stalled=True."""
+    return [r for r in ready_false_reasons() if REASONS[r].stalled]
 
 
 def event_reasons() -> list[Reason]:
