@@ -70,6 +70,7 @@ test-simulator: $(STAMP) ## the PVE simulator's own tests (real HTTPS on 127.0.0
 	$(BIN)/pytest tests/simulator $(PYTEST_ARGS)
 
 test-integration: $(STAMP) controlplane ## operator tests on the real kube-apiserver (starts the local control plane)
+	@bash hack/tools.sh kstatus >/dev/null
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 cluster: $(STAMP) ## start the local control plane (etcd, kube-apiserver, kube-controller-manager) on 127.0.0.1
