@@ -168,7 +168,10 @@ if ready_generation_raw ~= nil and number(ready_generation_raw) ~= generation th
 end
 
 -- The status is current: Ready summarises all other conditions (Authenticated, Reachable, TLSVerified,
--- Quorate, PermissionsSufficient, ...), so it alone decides.
+-- Quorate, PermissionsSufficient, ...), so it alone decides. Reconciling and Stalled, the conditions kstatus
+-- (Flux, kpt) reads, follow from Ready and are not read here: with Ready=False, Stalled (only a user can fix
+-- it; kstatus says Failed) and Reconciling (the operator retries; kstatus says InProgress) are both Degraded,
+-- as both need a look; with Ready=Unknown (reason Probing: a first probe under way), Progressing.
 if ready.status == "True" then
   -- Healthy: logged in and read the cluster for the current spec. The operator's message says what it
   -- found (version, nodes).

@@ -16,14 +16,18 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from lupa import lua54
 
+from proxmox_operator.api.v1alpha1 import REASONS, Reason
 from proxmox_operator.api.v1alpha1 import ConditionType as Type
-from proxmox_operator.api.v1alpha1 import Reason
+from proxmox_operator.api.v1alpha1.conditions import ready_reasons
+from proxmox_operator.controller.outcome import Outcome, cond_true
+from proxmox_operator.controller.status import next_status, probing_status
 
 ROOT = Path(__file__).resolve().parents[2]
 HEALTH_LUA = ROOT / "deploy" / "argocd" / "health.lua"
@@ -270,6 +274,51 @@ def test_ready_false_for_the_current_generation_is_degraded_with_reason_and_mess
 
 def test_degraded_without_a_message_shows_the_reason() -> None:
     assert evaluate(pxc(cond(Type.READY, "False", Reason.UNREACHABLE))) == Health("Degraded", "Unreachable")
+
+
+# --- every Ready reason as the operator writes it, Reconciling and Stalled included --------------------------------
+#
+# Ready decides; Reconciling and Stalled (kstatus' conditions, see the README's GitOps health) follow from it and
+# change nothing here: a failure is Degraded whether it stalls (kstatus: Failed) or is retried (kstatus:
+# InProgress), a first probe under way (Probing) is Progressing, and a pause stays Suspended.
+
+
+def written(reason: Reason, *, paused: bool = False) -> dict[str, Any]:
+    """A ProxmoxCluster whose status next_status computed for an outcome with ``reason``."""
+    outcome = Outcome(ready=reason is Reason.REGISTERED, reason=reason, message=f"{reason} happened")
+    extra = {Type.PAUSED: cond_true(Reason.PAUSED, outcome.message)} if paused else {}
+    at = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
+    status = next_status(None, outcome, generation=1, at=at, interval=60, extra=extra)
+    obj = pxc()
+    obj["status"] = status.model_dump(by_alias=True, mode="json")
+    return obj
+
+
+@pytest.mark.parametrize("reason", [r for r in ready_reasons() if r not in (Reason.REGISTERED, Reason.PROBING)])
+def test_every_failure_is_degraded_whether_it_stalls_or_is_retried(reason: Reason) -> None:
+    obj = written(reason)
+    kstatus_condition = Type.STALLED if REASONS[reason].stalled else Type.RECONCILING
+    assert kstatus_condition in {c["type"] for c in obj["status"]["conditions"]}
+    assert evaluate(obj) == Health("Degraded", f"{reason}: {reason} happened")
+
+
+def test_a_registered_cluster_as_written_is_healthy() -> None:
+    assert evaluate(written(Reason.REGISTERED)) == Health("Healthy", "Registered happened")
+
+
+def test_a_first_probe_under_way_is_progressing() -> None:
+    obj = pxc()
+    at = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
+    obj["status"] = probing_status(None, generation=1, at=at).model_dump(by_alias=True, mode="json")
+    health = evaluate(obj)
+    assert health.status == "Progressing"
+    assert health.message.startswith("Waiting for the operator to decide: Probing: ")
+
+
+def test_a_paused_cluster_as_written_is_suspended_though_stalled() -> None:
+    obj = written(Reason.PAUSED, paused=True)
+    assert {"Stalled", "Paused"} <= {c["type"] for c in obj["status"]["conditions"]}
+    assert evaluate(obj).status == "Suspended"
 
 
 # --- Suspended ------------------------------------------------------------------------------------------
