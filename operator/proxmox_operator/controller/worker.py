@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
@@ -82,6 +83,7 @@ async def reconcile_once(
     paused = is_paused(meta)
     extra: dict[ConditionType, Cond | None] = {}
     spec: ProxmoxClusterSpec | None = None
+    probe_seconds: float | None = None
     try:
         spec = ProxmoxClusterSpec.model_validate(body.get("spec") or {})
     except ValidationError as exc:
@@ -102,9 +104,11 @@ async def reconcile_once(
             )
             extra[PAUSED] = cond_true(Reason.PAUSED, outcome.message)
         else:
+            started = time.monotonic()
             outcome = await _guarded_probe(
                 key, spec, kube, registry, tuning, known=KnownEndpoints.from_status(previous)
             )
+            probe_seconds = time.monotonic() - started
             extra[PAUSED] = None
     if spec is not None and outcome.facts is not None and outcome.facts.identity:
         first = registry.identities.claim(outcome.facts.identity, key, str(meta.get("creationTimestamp", "")))
@@ -113,9 +117,12 @@ async def reconcile_once(
     status = next_status(previous, outcome, generation=generation, at=conditions.now(), extra=extra, probed=not paused)
     if worth_writing(previous, status, refresh=tuning.status_refresh):
         await kube.patch_status(key.namespace, key.name, status.model_dump(by_alias=True, mode="json"))
+        registry.observer.status_written()
+    registry.observer.observed(key, outcome, status, probe_seconds)
     for type_, reason, message in events_for(previous, status):
         (log.info if type_ == "Normal" else log.warning)("%s: %s: %s", key, reason, message)
         kube.post_event(body, type_=type_, reason=reason, message=message)
+        registry.observer.event_posted(type_, reason)
     return outcome, probe_interval(spec, tuning)
 
 
@@ -152,6 +159,7 @@ async def run_worker(
     in flight when ``stopping`` is set is abandoned at once: deletion never waits for an unreachable Proxmox.
     """
     waker = registry.waker(key)
+    registry.observer.registered(key)
     failures = 0
     try:
         while not stopping.is_set():
@@ -187,11 +195,13 @@ async def _round(
         return None
     except KubeUnavailable as exc:
         log.warning("%s: the Kubernetes API failed (%s); retrying", key, exc)
+        registry.observer.failed(Reason.KUBE_UNAVAILABLE)
         return Outcome(ready=False, reason=Reason.KUBE_UNAVAILABLE, message=str(exc)), tuning.probe_interval
     except Exception:
         # A bug or an unexpected answer must not kill the worker. Our messages carry no secrets, and neither
         # do tracebacks (they hold no local variables); retry with backoff.
         log.exception("%s: unexpected error in a reconcile round; retrying", key)
+        registry.observer.failed(Reason.INTERNAL_ERROR)
         return Outcome(ready=False, reason=Reason.INTERNAL_ERROR, message=""), tuning.probe_interval
 
 
