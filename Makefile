@@ -41,10 +41,12 @@ lint: $(STAMP) ## ruff (lint + format check), mypy --strict, and the layer contr
 controlplane: ## check what the local control plane needs, build kube-apiserver once (cached), install etcd
 	@bash hack/cluster.sh prepare
 
-# helm, built from hack/tools/go.mod once (about 1-2 minutes) and cached like the control plane; the tests of
-# deploy/ find it with `hack/tools.sh helm` and never build it themselves.
-tools: ## build the developer tools from source once (cached): helm
+# helm, built from hack/tools/go.mod once (about 1-2 minutes), and promtool from hack/promtool/go.mod (about 5-6
+# minutes), cached like the control plane; the tests of deploy/ find them with `hack/tools.sh helm|promtool` and
+# never build them themselves.
+tools: ## build the developer tools from source once (cached): helm, promtool
 	@bash hack/tools.sh helm >/dev/null
+	@bash hack/tools.sh promtool >/dev/null
 
 # The operator image (hack/image.sh: podman, a Debian base made with debootstrap once, about 1.5 minutes cold).
 # Built before pytest like the control plane; with nothing changed it builds nothing and takes well under a second.
