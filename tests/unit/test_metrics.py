@@ -3,12 +3,15 @@ counting, and the HTTP endpoint (loopback, a free port)."""
 
 from __future__ import annotations
 
+import socket
 import urllib.request
 from typing import Any
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxmox_operator import cli
 from proxmox_operator.api.v1alpha1 import NodesStatus, ProxmoxClusterStatus, Reason, VersionInfo
 from proxmox_operator.controller.outcome import Facts, Outcome
 from proxmox_operator.controller.ports import Key
@@ -207,3 +210,21 @@ def test_the_endpoint_serves_the_registry_on_loopback() -> None:
         metrics.close()
     assert 'proxmox_operator_cluster_ready{name="lab",namespace="team-a",reason="Registered"} 1.0' in text
     assert "process_cpu_seconds_total" in text
+
+
+def test_the_cli_serves_no_metrics_unless_asked_and_refuses_a_bad_address(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.parse_args([]).metrics_address is None
+    assert cli.parse_args(["--metrics-address", "[::]:9090"]).metrics_address == "[::]:9090"
+    with pytest.raises(SystemExit) as exc_info:
+        cli.parse_args(["--metrics-address", "9090"])
+    assert exc_info.value.code == 2
+    assert "--metrics-address: not HOST:PORT: '9090'" in capsys.readouterr().err
+
+
+def test_the_cli_exits_at_once_when_the_metrics_port_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli.kopf, "configure", lambda **_: None)
+    monkeypatch.setattr(cli.kopf, "operator", lambda **_: pytest.fail("the operator must not start"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert cli.main(["--metrics-address", f"127.0.0.1:{taken.getsockname()[1]}"]) == 2
