@@ -41,12 +41,14 @@ lint: $(STAMP) ## ruff (lint + format check), mypy --strict, and the layer contr
 controlplane: ## check what the local control plane needs, build kube-apiserver once (cached), install etcd
 	@bash hack/cluster.sh prepare
 
-# helm, built from hack/tools/go.mod once (about 1-2 minutes) and cached like the control plane; the tests of
-# deploy/ find it with `hack/tools.sh helm` and never build it themselves. kstatus (hack/kstatus, a module of its
-# own: Flux's verdict on an object, from sigs.k8s.io/cli-utils) likewise, for tests/integration/test_kstatus.py.
-tools: ## build the developer tools from source once (cached): helm, kstatus
+# hack/tools.sh builds each tool from a Go module of its own once and caches it like the control plane: helm
+# (hack/tools, about 1-2 minutes), kstatus (hack/kstatus: Flux's verdict on an object, from sigs.k8s.io/cli-utils,
+# under a minute) and promtool (hack/promtool, about 5-6 minutes). The tests find them with `hack/tools.sh <tool>`
+# and never build them themselves.
+tools: ## build the developer tools from source once (cached): helm, kstatus, promtool
 	@bash hack/tools.sh helm >/dev/null
 	@bash hack/tools.sh kstatus >/dev/null
+	@bash hack/tools.sh promtool >/dev/null
 
 # The operator image (hack/image.sh: podman, a Debian base made with debootstrap once, about 1.5 minutes cold).
 # Built before pytest like the control plane; with nothing changed it builds nothing and takes well under a second.

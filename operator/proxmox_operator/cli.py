@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import kopf
 
-from proxmox_operator import handlers, settings
+from proxmox_operator import handlers, metrics, settings
 
 
 def _seconds(minimum: float) -> Callable[[str], float]:
@@ -32,6 +32,15 @@ def _seconds(minimum: float) -> Callable[[str], float]:
         return value
 
     return parse
+
+
+def _address(text: str) -> str:
+    """An argparse ``type=``: ``HOST:PORT`` (see :func:`metrics.parse_address`)."""
+    try:
+        metrics.parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,6 +85,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--liveness", metavar="URL", default=None, help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz"
     )
+    parser.add_argument(
+        "--metrics-address",
+        type=_address,
+        default=None,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics, e.g. 0.0.0.0:9090 ([::]:9090 for IPv6). "
+        "Default: off (the Helm chart turns it on)",
+    )
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
@@ -101,13 +118,22 @@ def main(argv: list[str] | None = None) -> int:
         "namespaces " + ", ".join(args.namespace) if args.namespace else "all namespaces",
         handlers.FINALIZER,
     )
+    memo = kopf.Memo(tuning=tuning)
+    if args.metrics_address is not None:
+        memo.metrics = metrics.Metrics()
+        try:
+            host, port = memo.metrics.serve(args.metrics_address)
+        except OSError as exc:
+            logging.getLogger(__name__).error("cannot serve metrics on %s: %s", args.metrics_address, exc)  # noqa: TRY400
+            return 2
+        logging.getLogger(__name__).info("serving Prometheus metrics on http://%s:%d/metrics", host, port)
     asyncio.run(
         kopf.operator(
             clusterwide=not args.namespace,
             namespaces=args.namespace,
             standalone=True,
             liveness_endpoint=args.liveness,
-            memo=kopf.Memo(tuning=tuning),
+            memo=memo,
         )
     )
     return 0

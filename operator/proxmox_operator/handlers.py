@@ -64,7 +64,9 @@ async def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> 
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10
-    memo.registry = Registry()
+    # With --metrics-address, the workers and the Proxmox clients report to the metrics (see cli and .metrics).
+    metrics = memo.get("metrics")
+    memo.registry = Registry(observer=metrics, hooks=metrics.hooks) if metrics is not None else Registry()
     memo.kube = kube.KubeClient(lambda: kubeauth.login(settings=settings))
     if "tuning" not in memo:
         memo.tuning = Tuning()
@@ -106,6 +108,7 @@ async def worker(
                 # When the whole namespace is being deleted, no Event can be created in it any more.
                 retry=False,
             )
+            memo.registry.observer.event_posted("Normal", Reason.DEREGISTERED)
 
 
 async def _relay(stopped: kopf.DaemonStopped, stopping: asyncio.Event) -> None:

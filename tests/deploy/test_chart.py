@@ -16,7 +16,15 @@ from tests.integration.kube import Cluster
 
 pytestmark = pytest.mark.integration
 
-NAMESPACED_KINDS = {"ServiceAccount", "Deployment", "Role", "RoleBinding"}
+NAMESPACED_KINDS = {
+    "ServiceAccount",
+    "Deployment",
+    "Role",
+    "RoleBinding",
+    "Service",
+    "ServiceMonitor",
+    "PrometheusRule",
+}
 
 
 def deployment(objects: list[dict[str, Any]]) -> dict[str, Any]:
@@ -78,6 +86,7 @@ def test_default_values_are_accepted_by_the_api_server(
         "serviceaccount",
         "clusterrole.rbac.authorization.k8s.io",
         "clusterrolebinding.rbac.authorization.k8s.io",
+        "service",
         "deployment.apps",
     ]
 
@@ -100,6 +109,7 @@ def test_namespaced_install_is_accepted_by_the_api_server(
         "role.rbac.authorization.k8s.io",
         "rolebinding.rbac.authorization.k8s.io",
         "rolebinding.rbac.authorization.k8s.io",
+        "service",
         "serviceaccount",
     ]
 
@@ -262,7 +272,12 @@ def test_service_account_can_be_brought_along(chart: Chart) -> None:
 
 
 def test_every_namespaced_object_is_in_the_release_namespace_or_a_watched_one(chart: Chart) -> None:
-    objects = chart.objects("watchNamespaces={team-a}", namespace="ops")
+    objects = chart.objects(
+        "watchNamespaces={team-a}",
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.prometheusRule.enabled=true",
+        namespace="ops",
+    )
     for obj in objects:
         if obj["kind"] in NAMESPACED_KINDS:
             expected = "team-a" if obj["kind"] in {"Role", "RoleBinding"} else "ops"

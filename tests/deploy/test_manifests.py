@@ -98,6 +98,7 @@ def test_kustomize_base_is_accepted_by_the_api_server(cluster: Cluster) -> None:
         "CustomResourceDefinition",
         "Deployment",
         "Namespace",
+        "Service",
         "ServiceAccount",
     ]
     result = dry_run_apply(cluster, built)

@@ -124,8 +124,12 @@ def test_the_operator_runs_with_the_namespaced_rbac_and_the_rendered_args(
 ) -> None:
     args = install.args()
     assert args[:2] == ["--liveness", "http://0.0.0.0:8080/healthz"]
-    # Loopback only here, on a free port: the same endpoint the Deployment's probes use.
+    # Loopback only here, on free ports: the same endpoints the Deployment's probes and metrics Service use.
     health = f"http://127.0.0.1:{free_port()}/healthz"
+    at = args.index("--metrics-address") + 1
+    assert args[at] == "0.0.0.0:9090"
+    metrics = f"127.0.0.1:{free_port()}"
+    args[at] = metrics
     op = OperatorProcess(
         kubeconfig_for(cluster, install.namespace, install.sa, tmp_path / "kubeconfig"),
         tmp_path / "operator.log",
@@ -137,6 +141,12 @@ def test_the_operator_runs_with_the_namespaced_rbac_and_the_rendered_args(
         obj: dict[str, Any] = wait_condition(cluster, install.watched, "lab", "True", "Registered")
         assert obj["status"]["nodeCount"] == len(pve.nodes)
         wait_for(lambda: healthy(health), timeout=30, what=f"{health} answering 200")
+        with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=10) as response:
+            scraped = response.read().decode()
+        assert (
+            f'proxmox_operator_cluster_ready{{name="lab",namespace="{install.watched}",reason="Registered"}} 1.0'
+            in (scraped)
+        )
         # A ProxmoxCluster outside the watched namespaces is not this operator's business.
         register(cluster, install.other, pve)
         cluster.kubectl("delete", "pxc", "lab", "-n", install.watched, "--timeout=60s")

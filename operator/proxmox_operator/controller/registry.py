@@ -12,6 +12,7 @@ from proxmox_operator.api import v1alpha1 as api
 from proxmox_operator.api.v1alpha1 import (
     ProxmoxClusterSpec,
 )
+from proxmox_operator.controller.observer import NO_OBSERVER, Observer
 from proxmox_operator.controller.outcome import Cond, cond_unknown
 from proxmox_operator.controller.ports import Key
 from proxmox_operator.proxmox import (
@@ -24,6 +25,7 @@ from proxmox_operator.proxmox import (
     Version,
 )
 from proxmox_operator.proxmox.credentials import Credentials
+from proxmox_operator.proxmox.hooks import NO_HOOKS, ClientHooks
 
 #: A referenced object: (kind, namespace, name).
 Ref = tuple[str, str, str]
@@ -149,7 +151,8 @@ class Clients:
     trust, credentials, timeouts or limits change (the old session is dropped, its pools close in the background).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, hooks: ClientHooks = NO_HOOKS) -> None:
+        self._hooks = hooks
         self._connections: dict[Key, _Connection] = {}
         self._retiring: set[asyncio.Task[None]] = set()  # closing pools of replaced clients
 
@@ -188,6 +191,7 @@ class Clients:
             timeouts=timeouts,
             limits=limits,
             allowed_hosts=allowed_hosts,
+            hooks=self._hooks,
         )
         self._connections[key] = _Connection(client=client, shape=shape)
         return client
@@ -221,10 +225,12 @@ class Clients:
 class Registry:
     """The clusters this operator has registered: the client cache (``clients``), the wake-up bus (``wakeups``, also
     reachable through the shortcuts the kopf handlers use) and the duplicate index (``identities``), and
-    deregistration across the three."""
+    deregistration across the three. ``observer`` is told what the workers find (metrics), ``hooks`` what the
+    Proxmox clients send; both report nowhere by default."""
 
-    def __init__(self) -> None:
-        self.clients = Clients()
+    def __init__(self, *, observer: Observer = NO_OBSERVER, hooks: ClientHooks = NO_HOOKS) -> None:
+        self.observer = observer
+        self.clients = Clients(hooks)
         self.wakeups = WakeUps()
         self.identities = Identities()
 
@@ -260,6 +266,7 @@ class Registry:
         here waits: a deleted resource's worker exits within a few event-loop cycles, so kopf removes the
         finalizer at once instead of polling for the daemon's exit with extra patches."""
         self.wakeups.forget(key)
+        self.observer.deregistered(key)
         for other in self.identities.release(key):
             self.wakeups.wake(other)
         return self.clients.drop(key)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
@@ -84,6 +85,7 @@ async def reconcile_once(
     paused = is_paused(meta)
     extra: dict[ConditionType, Cond | None] = {}
     spec: ProxmoxClusterSpec | None = None
+    probe_seconds: float | None = None
     try:
         spec = ProxmoxClusterSpec.model_validate(body.get("spec") or {})
     except ValidationError as exc:
@@ -104,9 +106,11 @@ async def reconcile_once(
             )
             extra[PAUSED] = cond_true(Reason.PAUSED, outcome.message)
         else:
+            started = time.monotonic()
             outcome, stored = await _probe_in_view(
                 key, spec, kube, registry, tuning, previous=previous, generation=generation
             )
+            probe_seconds = time.monotonic() - started
             extra[PAUSED] = None
     if spec is not None and outcome.facts is not None and outcome.facts.identity:
         first = registry.identities.claim(outcome.facts.identity, key, str(meta.get("creationTimestamp", "")))
@@ -118,10 +122,13 @@ async def reconcile_once(
     )
     if worth_writing(stored, status, refresh=tuning.status_refresh):
         await kube.patch_status(key.namespace, key.name, status.model_dump(by_alias=True, mode="json"))
+        registry.observer.status_written()
+    registry.observer.observed(key, outcome, status, probe_seconds)
     # Events compare with the status before this round: an interim Probing status is no transition of its own.
     for type_, reason, message in events_for(previous, status):
         (log.info if type_ == "Normal" else log.warning)("%s: %s: %s", key, reason, message)
         kube.post_event(body, type_=type_, reason=reason, message=message)
+        registry.observer.event_posted(type_, reason)
     return outcome, interval
 
 
@@ -137,18 +144,20 @@ async def _probe_in_view(
 ) -> tuple[Outcome, Mapping[str, Any]]:
     """The probe, and the status as stored when it ended. The first probe of a generation (no status for it yet)
     that takes longer than ``tuning.first_probe_grace`` gets Ready=Unknown and Reconciling=True (Probing) written
-    meanwhile: kstatus takes an object without conditions for Current. A fast probe costs no extra write."""
-    probing = asyncio.ensure_future(
-        _guarded_probe(key, spec, kube, registry, tuning, known=KnownEndpoints.from_status(previous))
-    )
+    meanwhile: kstatus takes an object without conditions for Current. A fast probe costs no extra write, and a
+    probe of an observed generation (the steady state) runs without a task of its own."""
+    probe_ = _guarded_probe(key, spec, kube, registry, tuning, known=KnownEndpoints.from_status(previous))
+    if previous.get("observedGeneration") == generation:
+        return await probe_, previous
+    probing = asyncio.ensure_future(probe_)
     stored = previous
     try:
-        if previous.get("observedGeneration") != generation:
-            done, _ = await asyncio.wait({probing}, timeout=tuning.first_probe_grace)
-            if not done:
-                interim = probing_status(previous, generation=generation, at=conditions.now())
-                stored = interim.model_dump(by_alias=True, mode="json")
-                await kube.patch_status(key.namespace, key.name, stored)
+        done, _ = await asyncio.wait({probing}, timeout=tuning.first_probe_grace)
+        if not done:
+            interim = probing_status(previous, generation=generation, at=conditions.now())
+            stored = interim.model_dump(by_alias=True, mode="json")
+            await kube.patch_status(key.namespace, key.name, stored)
+            registry.observer.status_written()
         return await probing, stored
     finally:
         if not probing.done():  # cancelled, or the interim write failed: the probe goes too
@@ -190,6 +199,7 @@ async def run_worker(
     in flight when ``stopping`` is set is abandoned at once: deletion never waits for an unreachable Proxmox.
     """
     waker = registry.waker(key)
+    registry.observer.registered(key)
     failures = 0
     try:
         while not stopping.is_set():
@@ -225,11 +235,13 @@ async def _round(
         return None
     except KubeUnavailable as exc:
         log.warning("%s: the Kubernetes API failed (%s); retrying", key, exc)
+        registry.observer.failed(Reason.KUBE_UNAVAILABLE)
         return Outcome(ready=False, reason=Reason.KUBE_UNAVAILABLE, message=str(exc)), tuning.probe_interval
     except Exception:
         # A bug or an unexpected answer must not kill the worker. Our messages carry no secrets, and neither
         # do tracebacks (they hold no local variables); retry with backoff.
         log.exception("%s: unexpected error in a reconcile round; retrying", key)
+        registry.observer.failed(Reason.INTERNAL_ERROR)
         return Outcome(ready=False, reason=Reason.INTERNAL_ERROR, message=""), tuning.probe_interval
 
 

@@ -55,6 +55,7 @@ from proxmox_operator.proxmox.failures import (
     transport_error,
     unusable,
 )
+from proxmox_operator.proxmox.hooks import NO_HOOKS, ClientHooks, host_of
 from proxmox_operator.proxmox.hosts import ALLOWED_HOSTS_ANNOTATION, AllowedHosts, acceptable_discovered, url_host_port
 from proxmox_operator.proxmox.payloads import ClusterStatusEntry, Node, Ticket, Version
 from proxmox_operator.proxmox.tls import TrustConfig, ssl_context
@@ -145,6 +146,7 @@ class ProxmoxClient:
         clock: Callable[[], float] = time.time,
         transport: httpx.AsyncBaseTransport | None = None,
         allowed_hosts: AllowedHosts | None = None,
+        hooks: ClientHooks = NO_HOOKS,
     ) -> None:
         configured = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not configured:
@@ -160,6 +162,8 @@ class ProxmoxClient:
         self.timeouts = timeouts or Timeouts()
         self.limits = limits or Limits()
         self._clock = clock
+        #: Told of every exchange, failover and login (see :mod:`.hooks`).
+        self.hooks = hooks
         self._transport = transport
         # Raises TrustConfigInvalid for a bad CA bundle: checked before any connection is made.
         self._ssl = ssl_context(self.trust)
@@ -311,6 +315,15 @@ class ProxmoxClient:
             return self._session
 
     async def _login(self, *, password: str | None) -> _Session:
+        try:
+            session = await self._login_once(password=password)
+        except Exception:
+            self.hooks.login(False)
+            raise
+        self.hooks.login(True)
+        return session
+
+    async def _login_once(self, *, password: str | None) -> _Session:
         creds = self.credentials
         assert isinstance(creds, PasswordCredentials)
         form = {"username": creds.username, "password": password if password is not None else creds.password}
@@ -350,6 +363,8 @@ class ProxmoxClient:
                 response = await self._send(url, method, path, headers=headers, data=data)
             except TransportFailure as failure:
                 failures.append(failure.error)
+                if len(failures) < len(order):
+                    self.hooks.failover(host_of(url))
                 continue
             self._start = self.active_endpoint = url
             return url, response
@@ -447,11 +462,18 @@ class ProxmoxClient:
         """Send and read the body of a 200 within :mod:`.body`'s limits. Any other status needs no body: it is
         not read, and closing the response unread closes the connection (as does passing a limit)."""
         request = ep.http.build_request(method, path, headers=headers, data=data)
-        response = await ep.http.send(request, stream=True)
         try:
-            content = await body.read(response) if response.status_code == 200 else b""
-        finally:
-            await response.aclose()
+            response = await ep.http.send(request, stream=True)
+            try:
+                content = await body.read(response) if response.status_code == 200 else b""
+            finally:
+                await response.aclose()
+        except asyncio.CancelledError:
+            raise  # abandoned (e.g. the resource was deleted): neither an answer nor a failure
+        except Exception:
+            self.hooks.request(host_of(ep.url), None)
+            raise
+        self.hooks.request(host_of(ep.url), response.status_code)
         return _Answer(response.status_code, response.reason_phrase, response.headers, content)
 
     async def _data(self, url: str, response: _Answer, what: str) -> Any:

@@ -76,3 +76,21 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "proxmox-operator.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag | toString) -}}
 {{- end -}}
+
+{{/* The metrics port, checked: a port number, and not the health port. */}}
+{{- define "proxmox-operator.metricsPort" -}}
+{{- $port := int (.Values.metrics.port | default 9090) -}}
+{{- if or (lt $port 1) (gt $port 65535) -}}
+{{- fail (printf "metrics.port must be a port number, not %v" .Values.metrics.port) -}}
+{{- end -}}
+{{- if and .Values.metrics.enabled (eq $port (int (.Values.healthPort | default 8080))) -}}
+{{- fail (printf "metrics.port and healthPort must differ (both are %d)" $port) -}}
+{{- end -}}
+{{- $port -}}
+{{- end -}}
+
+{{/* The labels of the metrics Service, which the ServiceMonitor selects. */}}
+{{- define "proxmox-operator.metricsLabels" -}}
+{{ include "proxmox-operator.labels" . }}
+app.kubernetes.io/component: metrics
+{{- end -}}
