@@ -16,6 +16,10 @@ Why a daemon and event handlers, not create/update/delete handlers:
   Secret data into an annotation). The Secret watch is label-selected on the server: only Secrets that opted in
   with ``proxmox-operator.dev/credentials: "true"`` reach the operator (see :mod:`.secretstore`); it keeps their
   cache current and wakes the resources that reference them.
+* A shard (``--selector``) watches only its ProxmoxClusters: the selector is applied by the API server to the
+  watch, and again by the daemon's filter, so a worker stops when its object is relabelled out of the shard (the
+  server then sends DELETED with the new labels; the object keeps the shared finalizer for the shard that takes
+  it over).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 
 import kopf
 
-from proxmox_operator import kube, kubeauth, secretstore
+from proxmox_operator import kube, kubeauth, secretstore, selector
 from proxmox_operator.api import v1alpha1 as api
 from proxmox_operator.api.v1alpha1 import Reason
 from proxmox_operator.controller.ports import Key
@@ -68,6 +72,9 @@ async def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> 
     memo.kube = kube.KubeClient(lambda: kubeauth.login(settings=settings))
     if "tuning" not in memo:
         memo.tuning = Tuning()
+    memo.shard = selector.parse(memo.tuning.selector) if memo.tuning.selector else ()
+    if memo.shard:
+        settings.watching.label_selectors[PXC[0], PXC[2]] = memo.tuning.selector
 
 
 @kopf.on.login()
@@ -82,7 +89,11 @@ async def close(*, memo: Any, **_: Any) -> None:
     await memo.kube.close()
 
 
-@kopf.daemon(*PXC, id="worker", cancellation_timeout=5.0)
+def _in_shard(*, labels: Mapping[str, str], memo: Any, **_: Any) -> bool:
+    return selector.matches(memo.shard, labels)
+
+
+@kopf.daemon(*PXC, id="worker", cancellation_timeout=5.0, when=_in_shard)
 async def worker(
     *, body: kopf.Body, namespace: str | None, name: str, memo: Any, stopped: kopf.DaemonStopped, **_: Any
 ) -> None:

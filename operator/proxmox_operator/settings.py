@@ -23,3 +23,25 @@ class Tuning:
     #: Version, node list and permissions are read again after this many seconds (and whenever the client is
     #: rebuilt); quorum and membership on every probe.
     facts_refresh: float = 600.0
+    #: Serve only the ProxmoxClusters whose labels match this Kubernetes label selector (``--selector``, a shard);
+    #: empty: all of them.
+    selector: str = ""
+
+
+@dataclass(frozen=True)
+class Election:
+    """Leader election over a coordination.k8s.io/v1 Lease (see :mod:`proxmox_operator.leader`), with client-go's
+    meaning of each number.
+
+    The safety margin: a leader that has not renewed for ``renew_deadline`` stops at once, while a standby takes
+    the Lease only after it has seen no renewal for ``lease_duration`` (measured on its own clock), so a leader is
+    gone before anyone else may lead. After a leader dies without releasing the Lease (SIGKILL, a lost node), a
+    standby leads at most ``lease_duration + retry_period`` seconds later; after a release (SIGTERM), within
+    ``retry_period``.
+    """
+
+    lease_duration: float = 10.0
+    renew_deadline: float = 7.0
+    retry_period: float = 2.0
+    #: The Lease's default name (``--leader-election-id``); each shard needs its own.
+    lease_name: str = "proxmox-operator"

@@ -1,0 +1,73 @@
+"""Kubernetes label selectors (``--selector``): parsed to check them at start, and matched against an object's
+labels, which the worker's daemon filter needs (see :mod:`proxmox_operator.handlers`).
+
+The server applies the same selector to the operator's watch: when an object is relabelled out of it, the API
+server sends a DELETED event with the new labels, and this match is what makes kopf stop that object's worker
+(the object is not deleted: another shard takes it over, finalizer and all).
+
+Supported: ``key``, ``!key``, ``key=value``, ``key==value``, ``key!=value``, ``key in (a,b)``, ``key notin (a,b)``,
+joined by commas (all must hold). As in Kubernetes, ``!=`` and ``notin`` also match objects without the key.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+_NAME = r"[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?"
+_KEY = rf"(?:[a-z0-9](?:[-a-z0-9.]*[a-z0-9])?/)?{_NAME}"
+_VALUE = rf"(?:{_NAME})?"
+_SET = re.compile(rf"^({_KEY})\s+(in|notin)\s*\(\s*({_VALUE}(?:\s*,\s*{_VALUE})*)\s*\)$")
+_EQUALITY = re.compile(rf"^({_KEY})\s*(!=|==|=)\s*({_VALUE})$")
+_EXISTS = re.compile(rf"^(!?)\s*({_KEY})$")
+
+
+@dataclass(frozen=True)
+class Requirement:
+    key: str
+    op: str  # "in", "notin", "exists", "!exists"
+    values: frozenset[str] = frozenset()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.op == "exists":
+            return self.key in labels
+        if self.op == "!exists":
+            return self.key not in labels
+        if self.op == "in":
+            return self.key in labels and labels[self.key] in self.values
+        return self.key not in labels or labels[self.key] not in self.values
+
+
+def parse(text: str) -> tuple[Requirement, ...]:
+    """The requirements of ``text``; ValueError names the first one that is not a label selector."""
+    reqs: list[Requirement] = []
+    for term in _terms(text):
+        if m := _SET.match(term):
+            values = frozenset(v.strip() for v in m.group(3).split(","))
+            reqs.append(Requirement(m.group(1), m.group(2), values))
+        elif m := _EQUALITY.match(term):
+            reqs.append(Requirement(m.group(1), "notin" if m.group(2) == "!=" else "in", frozenset({m.group(3)})))
+        elif m := _EXISTS.match(term):
+            reqs.append(Requirement(m.group(2), "!exists" if m.group(1) else "exists"))
+        else:
+            raise ValueError(f"not a label selector requirement: {term!r}")
+    if not reqs:
+        raise ValueError("an empty label selector")
+    return tuple(reqs)
+
+
+def matches(requirements: tuple[Requirement, ...], labels: Mapping[str, str] | None) -> bool:
+    return all(r.matches(labels or {}) for r in requirements)
+
+
+def _terms(text: str) -> list[str]:
+    """Split at the commas outside parentheses."""
+    terms, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            terms.append(text[start:i].strip())
+            start = i + 1
+    terms.append(text[start:].strip())
+    return [t for t in terms if t] if text.strip() else []
