@@ -1,9 +1,6 @@
-"""Kubernetes label selectors (``--selector``): parsed to check them at start, and matched against an object's
-labels, which the worker's daemon filter needs (see :mod:`proxmox_operator.handlers`).
-
-The server applies the same selector to the operator's watch: when an object is relabelled out of it, the API
-server sends a DELETED event with the new labels, and this match is what makes kopf stop that object's worker
-(the object is not deleted: another shard takes it over, finalizer and all).
+"""Kubernetes label selectors (``--selector``), parsed so that a bad one is a usage error at start rather than a
+watch the API server refuses over and over. The API server does the matching (see :mod:`proxmox_operator.handlers`);
+:meth:`Requirement.matches` states its semantics for the tests and the benchmark.
 
 Supported: ``key``, ``!key``, ``key=value``, ``key==value``, ``key!=value``, ``key in (a,b)``, ``key notin (a,b)``,
 joined by commas (all must hold). As in Kubernetes, ``!=`` and ``notin`` also match objects without the key.
