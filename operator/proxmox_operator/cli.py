@@ -176,7 +176,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _operator(
-    args: argparse.Namespace, tuning: settings.Tuning, *, liveness: str | None, stop: asyncio.Event | None = None
+    args: argparse.Namespace,
+    tuning: settings.Tuning,
+    *,
+    liveness: str | None,
+    stop: asyncio.Event | None = None,
+    ready: asyncio.Event | None = None,
 ) -> None:
     await kopf.operator(
         clusterwide=not args.namespace,
@@ -184,6 +189,7 @@ async def _operator(
         standalone=True,
         liveness_endpoint=liveness,
         stop_flag=stop,
+        ready_flag=ready,
         memo=kopf.Memo(tuning=tuning),
     )
 
@@ -195,20 +201,21 @@ async def _elected(args: argparse.Namespace, tuning: settings.Tuning) -> int:
     client = kube.KubeClient(lambda: kubeauth.login(settings=kopf.OperatorSettings()))
     elector = leader.Elector(client, args.leader_election_namespace, args.leader_election_id, identity())
     log.info("leader election: %s on Lease %s/%s", elector.identity, elector.namespace, elector.name)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):  # kopf installs its own handlers once it runs
-        loop.add_signal_handler(sig, stop.set)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    _on_signals(stop.set)
     runner = await health.serve(args.liveness, lambda: _role(elector)) if args.liveness else None
     try:
         if not await elector.acquire(stop):
             return 0
+        # Tasks created before kopf starts are not kopf's: it neither waits for them nor cancels them on exit.
         holding = asyncio.create_task(elector.hold())
-        running = asyncio.create_task(_operator(args, tuning, liveness=None, stop=stop))
+        rearming = asyncio.create_task(_rearm(ready, stop))
+        running = asyncio.create_task(_operator(args, tuning, liveness=None, stop=stop, ready=ready))
         await asyncio.wait({holding, running}, return_when=asyncio.FIRST_COMPLETED)
         if holding.done():
             _stop_at_once(f"leader election: lost Lease {elector.namespace}/{elector.name}: {holding.result()}")
         holding.cancel()
+        rearming.cancel()
         await elector.release()
         running.result()
         return 0
@@ -216,6 +223,20 @@ async def _elected(args: argparse.Namespace, tuning: settings.Tuning) -> int:
         if runner is not None:
             await runner.cleanup()
         await client.close()
+
+
+def _on_signals(handler: Callable[[], None]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, handler)
+
+
+async def _rearm(ready: asyncio.Event, stop: asyncio.Event) -> None:
+    """Once kopf has started (and installed its own signal handlers), route SIGTERM and SIGINT to ``stop`` again:
+    kopf stops on it as on a signal, and its waiter for the flag ends with it (a waiter left pending would hold
+    kopf's exit, and so the Lease's release, for 5 s). A signal before that already set ``stop``."""
+    await ready.wait()
+    _on_signals(stop.set)
 
 
 def _role(elector: leader.Elector) -> dict[str, str]:
