@@ -128,6 +128,7 @@ def test_of_two_replicas_exactly_one_is_active_and_a_sigkilled_leader_is_replace
     key = f"{life_namespace}/lab"
     assert f"{key}: Registered" in active.log()
     # The standby never started kopf: it saw no ProxmoxCluster, probed nothing, posted nothing.
+    assert "Starting Kopf" in active.log() and "Starting Kopf" not in standby.log()
     assert key not in standby.log()
     assert "held by" in standby.log()
 
