@@ -1,6 +1,5 @@
 """Kubernetes label selectors (``--selector``), parsed so that a bad one is a usage error at start rather than a
-watch the API server refuses over and over. The API server does the matching (see :mod:`proxmox_operator.handlers`);
-:meth:`Requirement.matches` states its semantics for the tests and the benchmark.
+watch the API server refuses over and over. The API server does the matching (see :mod:`proxmox_operator.handlers`).
 
 Supported: ``key``, ``!key``, ``key=value``, ``key==value``, ``key!=value``, ``key in (a,b)``, ``key notin (a,b)``,
 joined by commas (all must hold). As in Kubernetes, ``!=`` and ``notin`` also match objects without the key.
@@ -9,7 +8,6 @@ joined by commas (all must hold). As in Kubernetes, ``!=`` and ``notin`` also ma
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 _NAME = r"[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?"
@@ -25,15 +23,6 @@ class Requirement:
     key: str
     op: str  # "in", "notin", "exists", "!exists"
     values: frozenset[str] = frozenset()
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        if self.op == "exists":
-            return self.key in labels
-        if self.op == "!exists":
-            return self.key not in labels
-        if self.op == "in":
-            return self.key in labels and labels[self.key] in self.values
-        return self.key not in labels or labels[self.key] not in self.values
 
 
 def parse(text: str) -> tuple[Requirement, ...]:
@@ -52,10 +41,6 @@ def parse(text: str) -> tuple[Requirement, ...]:
     if not reqs:
         raise ValueError("an empty label selector")
     return tuple(reqs)
-
-
-def matches(requirements: tuple[Requirement, ...], labels: Mapping[str, str] | None) -> bool:
-    return all(r.matches(labels or {}) for r in requirements)
 
 
 def _terms(text: str) -> list[str]:
