@@ -94,7 +94,7 @@ demo-down: ## stop what `make demo` started
 N ?= 1000
 WINDOW ?=
 bench: $(STAMP) controlplane ## proxmox-operator against bare kopf with N objects (results in bench/results/), then client benchmarks
-	$(BIN)/python -m bench --objects $(N) $(if $(WINDOW),--window $(WINDOW))
+	$(BIN)/python -m bench --objects $(N) $(if $(WINDOW),--window $(WINDOW)) $(if $(SHARDS),--shards $(SHARDS))
 
 fresh-check: ## what a new machine does: a fresh clone of HEAD, every cache empty, `CI=true bash .ci/run`
 	@bash hack/fresh-check.sh

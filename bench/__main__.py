@@ -7,6 +7,10 @@ end if this run started it), runs a bare kopf operator and then proxmox-operator
 objects created by 8 threads in parallel, a steady-state window and a deletion of all (see :mod:`bench.compare`),
 prints one table with both columns, the ratios and the goals, and writes ``bench/results/bench-<N>.json`` and
 ``bench-<N>.png``. Without ``--objects`` only the client-level benchmarks run (:mod:`bench.client`).
+
+``--shards K`` runs proxmox-operator once more, as K label-selector shards (``--selector shard=s<j>``, the objects
+labelled round-robin), and reports its time to all Ready and CPU per object summed over the shards next to the
+single process's (``results["proxmox_operator_shards"]`` in the JSON).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ def _git() -> str:
     return out.stdout.strip() or "unknown"
 
 
-def operators(n: int, window: float) -> dict[str, Any]:
+def operators(n: int, window: float, shards: int = 0) -> dict[str, Any]:
     """Bare kopf (and again with a finalizer, for deletion), then proxmox-operator; cleans up after itself."""
     results: dict[str, Any] = {
         "n": n,
@@ -73,6 +77,11 @@ def operators(n: int, window: float) -> dict[str, Any]:
                 namespaces.append(ns)
                 target = compare.proxmox_operator(kube, ns, workdir, sim, n)
                 results["proxmox_operator"] = compare.run(kube, target, n, window, sim)
+                if shards:
+                    ns = compare.namespace(kube, "pxo-bench-shards-")
+                    namespaces.append(ns)
+                    target = compare.proxmox_operator(kube, ns, workdir, sim, n, shards)
+                    results["proxmox_operator_shards"] = {"shards": shards, **compare.run(kube, target, n, window, sim)}
             finally:
                 if sim is not None:
                     sim.stop()
@@ -81,6 +90,26 @@ def operators(n: int, window: float) -> dict[str, Any]:
         plane.down()
     results["machine"]["loadavg_end"] = os.getloadavg()
     return results
+
+
+def shards_summary(results: dict[str, Any]) -> str:
+    """The sharded run next to the single process: time to all Ready, CPU per registration and RSS, summed."""
+    one, many = results["proxmox_operator"], results["proxmox_operator_shards"]
+    n, k = results["n"], many["shards"]
+
+    def line(label: str, r: dict[str, Any]) -> str:
+        cpu = r["registration"]["cpu_seconds"] / n * 1000
+        rss = r["rss_ready_kib"] / 1024
+        ready = r["ready_seconds"]
+        return f"  {label:<10} all Ready {ready:6.1f} s   CPU {cpu:6.1f} ms/object   RSS when Ready {rss:6.0f} MiB"
+
+    return "\n".join(
+        [
+            f"\nproxmox-operator as {k} label-selector shards (CPU and RSS summed over the shards), same run:\n",
+            line("1 process", one),
+            line(f"{k} shards", many),
+        ]
+    )
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -93,12 +122,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--window", type=float, metavar="SECONDS", help="steady-state window (default: 300 s, 65 s below 500 objects)"
     )
+    parser.add_argument(
+        "--shards", type=int, default=0, metavar="K", help="also run proxmox-operator as K label-selector shards"
+    )
     parser.add_argument("--clusters", type=int, default=1000, help="registered clusters for the memory benchmark")
     parser.add_argument("--requests", type=int, default=300, help="sequential requests for the requests benchmark")
     parser.add_argument(
         "--child", nargs=6, metavar=("MEASURE", "VARIANT", "N", "URL", "CA", "TOKEN"), help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
+    if args.shards and args.objects is None:
+        parser.error("--shards needs --objects")
     if args.child:
         measure, variant, n, url, ca, token = args.child
         client.child(argparse.Namespace(measure=measure, variant=variant, n=int(n), url=url, ca=ca, token=token))
@@ -108,9 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.objects is not None:
         if args.objects < 1:
             parser.error("--objects must be at least 1")
+        if args.shards < 0 or args.shards == 1:
+            parser.error("--shards must be 2 or more (or 0: no sharded run)")
         window = args.window if args.window is not None else default_window(args.objects)
         try:
-            results = operators(args.objects, window)
+            results = operators(args.objects, window, args.shards)
         except BenchError as exc:
             print(f"bench: error: {exc}", file=sys.stderr)
             return 1
@@ -121,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         json_path, png_path = report.write(results, compared)
         print(f"\nproxmox-operator against bare kopf, {results['n']} objects, same run ({results['date']}):\n")
         print(report.table(compared))
+        if "proxmox_operator_shards" in results:
+            print(shards_summary(results))
         print(f"\nwritten: {json_path.relative_to(ROOT)}, {png_path.relative_to(ROOT)}\n")
     client.print_rows(client_rows)
     return 0

@@ -31,7 +31,7 @@ from bench.kube import (
     wait_until,
 )
 from bench.kube import writes as count_writes
-from bench.procs import TOKEN_ID, Proc, Simulator
+from bench.procs import TOKEN_ID, Proc, ProcGroup, Simulator
 
 SETTLE = 2.0  # seconds after the last object is done, for writes that trail it (Events)
 CREDENTIALS_LABEL = "proxmox-operator.dev/credentials"
@@ -259,9 +259,12 @@ def _ready(obj: dict[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
-def proxmox_operator(kube: Kube, ns: str, workdir: Path, sim: Simulator, n: int) -> Target:
+def proxmox_operator(kube: Kube, ns: str, workdir: Path, sim: Simulator, n: int, shards: int = 0) -> Target:
     """N labelled Secrets (one per cluster, each with the simulator's token) are created before the operator
-    starts; ProxmoxClusters point at virtual cluster k with the simulator's CA pinned and discovery off."""
+    starts; ProxmoxClusters point at virtual cluster k with the simulator's CA pinned and discovery off.
+
+    With ``shards`` K >= 1, object k is labelled ``shard=s<k mod K>`` and K operators run, each with
+    ``--selector shard=s<j>``; they are measured as one (CPU and memory summed)."""
     kube.apply(*yaml.safe_load_all((ROOT / "deploy" / "rbac.yaml").read_text()))
     kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     path = f"/apis/{PXC[0]}/{PXC[1]}/namespaces/{ns}/{PXC[2]}"
@@ -291,14 +294,23 @@ def proxmox_operator(kube: Kube, ns: str, workdir: Path, sim: Simulator, n: int)
             "tls": {"caBundle": ca},
             "discoverEndpoints": False,
         }
-        meta = {"name": f"pve-{i}", "namespace": ns}
+        meta: dict[str, Any] = {"name": f"pve-{i}", "namespace": ns}
+        if shards:
+            meta["labels"] = {"shard": f"s{i % shards}"}
         return {"apiVersion": f"{PXC[0]}/{PXC[1]}", "kind": "ProxmoxCluster", "metadata": meta, "spec": spec}
 
     argv = [str(ROOT / ".venv" / "bin" / "proxmox-operator"), "--quiet", "--namespace", ns]
     env = _token(kube, "proxmox-operator", "proxmox-operator-system", workdir, "proxmox-operator")
-    op = Proc("proxmox-operator", argv, workdir / "proxmox-operator.log", env)
     uses = ("secrets", "configmaps", "events", "namespaces", "customresourcedefinitions")
-    return Target("proxmox-operator", *PXC, ns, body, _ready, op, uses)
+    if not shards:
+        op = Proc("proxmox-operator", argv, workdir / "proxmox-operator.log", env)
+        return Target("proxmox-operator", *PXC, ns, body, _ready, op, uses)
+    members = [
+        Proc(f"shard s{j}", [*argv, "--selector", f"shard=s{j}"], workdir / f"proxmox-operator-s{j}.log", env)
+        for j in range(shards)
+    ]
+    label = f"proxmox-operator, {shards} shards"
+    return Target(label, *PXC, ns, body, _ready, ProcGroup(label, members), uses)
 
 
 def cleanup(kube: Kube, namespaces: list[str]) -> None:

@@ -97,6 +97,46 @@ class Proc:
         return self.proc.returncode
 
 
+class ProcGroup(Proc):
+    """Several processes measured as one (``--shards``): CPU and memory summed, started and stopped together."""
+
+    def __init__(self, name: str, members: list[Proc]) -> None:
+        super().__init__(name, [], members[0].log_path)
+        self.members = members
+
+    def start(self) -> ProcGroup:
+        for member in self.members:
+            member.start()
+        self.proc = self.members[0].proc
+        return self
+
+    def check_alive(self) -> None:
+        for member in self.members:
+            member.check_alive()
+
+    def tail(self, chars: int = 3000) -> str:
+        share = max(chars // len(self.members), 500)
+        return "\n".join(f"--- {m.name} ({m.log_path.name})\n{m.tail(share)}" for m in self.members)
+
+    def cpu(self) -> float:
+        return sum(member.cpu() for member in self.members)
+
+    def memory(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for member in self.members:
+            for key, kib in member.memory().items():
+                totals[key] = totals.get(key, 0) + kib
+        return totals
+
+    def wait_idle(self, timeout: float = 90.0, quiet: float = 0.01) -> None:
+        for member in self.members:
+            member.wait_idle(timeout, quiet)
+
+    def stop(self) -> int | None:
+        codes = [member.stop() for member in self.members]
+        return next((code for code in codes if code), codes[0])
+
+
 class Simulator:
     """``pve-simulator`` with one node and ``count`` virtual clusters ``bench-<k>`` under ``/vc/<k>/``, a token
     with Sys.Audit (privilege-separated), and the control listener for its counters."""

@@ -5,8 +5,9 @@
 runs ``helm template proxmox-operator deploy/helm/proxmox-operator --namespace proxmox-operator-system
 --include-crds`` with the chart's default values and writes, under DIR (default: the repository root):
 
-* ``deploy/rbac.yaml``: the Namespace, the ServiceAccount, the ClusterRole and its binding;
-* ``deploy/operator.yaml``: the Deployment and its metrics Service;
+* ``deploy/rbac.yaml``: the Namespace, the ServiceAccount, the ClusterRole and its binding, the leader election
+  Role and its binding;
+* ``deploy/operator.yaml``: the Deployment, its PodDisruptionBudget and its metrics Service;
 * ``deploy/kustomize/``: a kustomize base with copies of both and of the CRD (kustomize loads no file outside
   its root), and its ``kustomization.yaml``.
 
@@ -42,8 +43,8 @@ RBAC_HEADER = (
     "# ServiceAccount, so a missing rule fails a test. Apply crds/ and this file before operator.yaml.\n"
 )
 OPERATOR_HEADER = (
-    "# The operator as a Deployment, and the Service of its metrics, for a real cluster. Apply crds/ and rbac.yaml\n"
-    "# first.\n"
+    "# The operator as a Deployment of two replicas that elect a leader, its PodDisruptionBudget and the Service of\n"
+    "# its metrics, for a real cluster. Apply crds/ and rbac.yaml first.\n"
     '# Build the image with deploy/Dockerfile (see README: "Running against a real cluster").\n'
 )
 KUSTOMIZE_HEADER = (
@@ -109,13 +110,20 @@ def render(helm: str) -> dict[str, str]:
     """Relative path -> content of every generated file."""
     by_source = split_by_source(helm_template(helm, "--include-crds"))
     expected = {"crds/proxmoxclusters.yaml", "templates/serviceaccount.yaml", "templates/rbac.yaml"}
-    expected |= {"templates/deployment.yaml", "templates/service.yaml"}
+    expected |= {"templates/deployment.yaml", "templates/pdb.yaml", "templates/service.yaml"}
     if set(by_source) != expected:
         raise ValueError(f"the chart rendered {sorted(by_source)}, expected {sorted(expected)}")
     (crd,) = by_source["crds/proxmoxclusters.yaml"]
     rbac = join(GENERATED + RBAC_HEADER, [NAMESPACE_DOC, *by_source["templates/serviceaccount.yaml"]])
     rbac += "---\n" + "---\n".join(by_source["templates/rbac.yaml"])
-    operator = join(GENERATED + OPERATOR_HEADER, by_source["templates/deployment.yaml"] + by_source["templates/service.yaml"])
+    operator = join(
+        GENERATED + OPERATOR_HEADER,
+        [
+            *by_source["templates/deployment.yaml"],
+            *by_source["templates/pdb.yaml"],
+            *by_source["templates/service.yaml"],
+        ],
+    )
     kustomization = (
         GENERATED
         + KUSTOMIZE_HEADER

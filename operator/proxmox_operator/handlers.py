@@ -16,6 +16,10 @@ Why a daemon and event handlers, not create/update/delete handlers:
   Secret data into an annotation). The Secret watch is label-selected on the server: only Secrets that opted in
   with ``proxmox-operator.dev/credentials: "true"`` reach the operator (see :mod:`.secretstore`); it keeps their
   cache current and wakes the resources that reference them.
+* A shard (``--selector``) watches only its ProxmoxClusters: the API server applies the selector to the watch.
+  When an object is relabelled out of the shard, the server sends DELETED (with the object as it was), though the
+  object lives on: kopf would keep its daemon running, so :func:`resource_changed` stops the worker itself. The
+  object keeps the finalizer, which every shard shares, for the shard that takes it over.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 
 import kopf
 
-from proxmox_operator import kube, kubeauth, secretstore
+from proxmox_operator import kube, kubeauth, secretstore, selector
 from proxmox_operator.api import v1alpha1 as api
 from proxmox_operator.api.v1alpha1 import Reason
 from proxmox_operator.controller.ports import Key
@@ -70,6 +74,11 @@ async def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> 
     memo.kube = kube.KubeClient(lambda: kubeauth.login(settings=settings))
     if "tuning" not in memo:
         memo.tuning = Tuning()
+    if memo.tuning.selector:
+        selector.parse(memo.tuning.selector)  # the CLI checked it; a bad one must not reach the watch
+        settings.watching.label_selectors[PXC[0], PXC[2]] = memo.tuning.selector
+    #: The stop flag of each running worker, for resource_changed to stop one whose object left the selector.
+    memo.stop_flags = {}
 
 
 @kopf.on.login()
@@ -90,7 +99,7 @@ async def worker(
 ) -> None:
     """Register the cluster and keep its status true until the resource is deleted."""
     key = Key(namespace or "", name)
-    stopping = asyncio.Event()
+    stopping = memo.stop_flags[key] = asyncio.Event()
     relay = asyncio.create_task(_relay(stopped, stopping))
     try:
         await run_worker(
@@ -98,6 +107,8 @@ async def worker(
         )
     finally:
         relay.cancel()
+        if memo.stop_flags.get(key) is stopping:
+            del memo.stop_flags[key]
         if body.get("metadata", {}).get("deletionTimestamp"):
             log.info("%s: deregistered", key)
             memo.kube.post_event(
@@ -118,11 +129,20 @@ async def _relay(stopped: kopf.DaemonStopped, stopping: asyncio.Event) -> None:
 
 
 @kopf.on.event(*PXC)
-async def resource_changed(*, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+async def resource_changed(
+    *, event: Any, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any
+) -> None:
     """Wake the worker when the spec changed (a new generation) or it was paused or resumed; the operator's own
-    status writes do not wake it."""
+    status writes do not wake it. Stop it when the object left this operator's watch without being deleted."""
     key = Key(namespace or "", name)
     meta = body.get("metadata", {})
+    if event.get("type") == "DELETED" and not meta.get("deletionTimestamp"):
+        # Relabelled out of this shard's selector (or gone without a finalizer): another shard serves it now.
+        flag = memo.stop_flags.get(key)
+        if flag is not None:
+            log.info("%s: no longer matches this operator's selector; its worker stops", key)
+            flag.set()
+        return
     # Deletion bumps a custom resource's generation too: the wake-up then ends the worker (it never probes a
     # resource being deleted, see controller.worker), which is what kopf waits for before removing the finalizer.
     if memo.registry.changed(key, meta.get("generation"), is_paused(meta)):

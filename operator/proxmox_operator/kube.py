@@ -101,6 +101,29 @@ class KubeClient:
             backoffs=None if retry else (),
         )
 
+    # Leases, for leader election (see :mod:`.leader`): None from create/replace means another writer won (409).
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._lease("GET", f"{_leases(namespace)}/{_seg(name)}", "reading")
+
+    async def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        return await self._lease("POST", _leases(namespace), "creating", body)
+
+    async def replace_lease(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        return await self._lease("PUT", f"{_leases(namespace)}/{_seg(name)}", "updating", body)
+
+    async def _lease(
+        self, method: str, path: str, what: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        content = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        headers = {"Accept": "application/json"} | ({"Content-Type": "application/json"} if content else {})
+        response = await self._request(method, path, f"{what} the Lease", content=content, headers=headers)
+        if response.status_code in (404, 409):
+            return None
+        if response.status_code >= 300:
+            raise KubeUnavailable(f"{what} the Lease failed with HTTP {response.status_code}")
+        decoded = json.loads(response.content)
+        return decoded if isinstance(decoded, dict) else None
+
     async def _read(
         self, where: str, path: str, *, params: Mapping[str, str] | None = None, accept: str = "application/json"
     ) -> dict[str, Any] | None:
@@ -132,6 +155,10 @@ class KubeClient:
             stale, self._http = self._http, None
             await stale.aclose()
         raise AssertionError("unreachable")
+
+
+def _leases(namespace: str) -> str:
+    return f"/apis/coordination.k8s.io/v1/namespaces/{_seg(namespace)}/leases"
 
 
 def _seg(text: str) -> str:

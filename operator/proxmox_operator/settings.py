@@ -28,3 +28,31 @@ class Tuning:
     #: way instead of no status (which kstatus counts as Current) or the previous spec's result. A fast probe
     #: writes only its result: one status write per registration.
     first_probe_grace: float = 1.0
+    #: Serve only the ProxmoxClusters whose labels match this Kubernetes label selector (``--selector``, a shard);
+    #: empty: all of them.
+    selector: str = ""
+
+
+@dataclass(frozen=True)
+class Election:
+    """Leader election over a coordination.k8s.io/v1 Lease (see :mod:`proxmox_operator.leader`), with client-go's
+    meaning of each number.
+
+    The safety margin: a leader that has not renewed for ``renew_deadline`` stops at once, while a standby takes
+    the Lease only after it has seen no renewal for ``lease_duration`` (measured on its own clock), so a leader is
+    gone before anyone else may lead. After a leader dies without releasing the Lease (SIGKILL, a lost node), a
+    standby holds the Lease at most :func:`takeover_bound` seconds after the last renewal: it notices that
+    renewal within one ``retry_period``, then waits ``lease_duration``, checking every ``retry_period``. After a
+    release (SIGTERM), within one ``retry_period``.
+    """
+
+    lease_duration: float = 10.0
+    renew_deadline: float = 7.0
+    retry_period: float = 2.0
+    #: The Lease's default name (``--leader-election-id``); each shard needs its own.
+    lease_name: str = "proxmox-operator"
+
+
+def takeover_bound(timing: Election = Election()) -> float:
+    """The longest time from a dead leader's last renewal until a standby holds the Lease (14 s by default)."""
+    return timing.lease_duration + 2 * timing.retry_period

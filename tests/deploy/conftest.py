@@ -56,14 +56,24 @@ class Chart:
         return result
 
     def template(
-        self, *values: str, release: str = RELEASE, namespace: str = NAMESPACE, check: bool = True
+        self,
+        *values: str,
+        release: str = RELEASE,
+        namespace: str = NAMESPACE,
+        check: bool = True,
+        set_json: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """`helm template` with ``--set``-style values (``key=value``); ``--include-crds`` is not set."""
+        """`helm template` with ``--set``-style values (``key=value``) and one ``--set-json``; ``--include-crds`` is
+        not set."""
         args = [arg for value in values for arg in ("--set", value)]
+        args += ["--set-json", set_json] if set_json else []
         return self.run("template", release, str(CHART), "--namespace", namespace, *args, check=check)
 
-    def objects(self, *values: str, release: str = RELEASE, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
-        return [d for d in yaml.safe_load_all(self.template(*values, release=release, namespace=namespace).stdout) if d]
+    def objects(
+        self, *values: str, release: str = RELEASE, namespace: str = NAMESPACE, set_json: str | None = None
+    ) -> list[dict[str, Any]]:
+        rendered = self.template(*values, release=release, namespace=namespace, set_json=set_json).stdout
+        return [d for d in yaml.safe_load_all(rendered) if d]
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,11 @@ flag the chart renders is a flag the operator accepts."""
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Callable
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -21,10 +23,12 @@ NAMESPACED_KINDS = {
     "Deployment",
     "Role",
     "RoleBinding",
+    "PodDisruptionBudget",
     "Service",
     "ServiceMonitor",
     "PrometheusRule",
 }
+LEADER_ELECTION_ROLE = "proxmox-operator-leader-election"
 
 
 def deployment(objects: list[dict[str, Any]]) -> dict[str, Any]:
@@ -32,16 +36,22 @@ def deployment(objects: list[dict[str, Any]]) -> dict[str, Any]:
     return dep
 
 
-def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    (c,) = deployment(objects)["spec"]["template"]["spec"]["containers"]
+def container(objects: list[dict[str, Any]] | dict[str, Any]) -> dict[str, Any]:
+    dep = objects if isinstance(objects, dict) else deployment(objects)
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
     return c
 
 
-def operator_args(objects: list[dict[str, Any]]) -> Any:
-    """The rendered container args, parsed by the operator's own command line parser."""
-    c = container(objects)
+def operator_args(objects: list[dict[str, Any]] | dict[str, Any]) -> Any:
+    """The rendered container args, parsed by the operator's own command line parser, in the environment the
+    Deployment gives the Pod (POD_NAMESPACE from the downward API: the Lease's namespace)."""
+    dep = objects if isinstance(objects, dict) else deployment(objects)
+    c = container(dep)
     assert "command" not in c, "the image's entrypoint is the proxmox-operator console script"
-    return cli.parse_args(c["args"])
+    env = {e["name"]: e for e in c.get("env", [])}
+    pod_env = {"POD_NAMESPACE": dep["metadata"]["namespace"]} if "POD_NAMESPACE" in env else {}
+    with mock.patch.dict(os.environ, pod_env):
+        return cli.parse_args(c["args"])
 
 
 def applied_kinds(kubectl_output: str) -> list[str]:
@@ -81,13 +91,16 @@ def test_default_values_are_accepted_by_the_api_server(
     rendered = chart.run("template", f"rel-{ns}", str(CHART), "--namespace", ns, "--include-crds").stdout
     result = dry_run_apply(cluster, rendered)
     assert result.returncode == 0, result.stderr
-    assert applied_kinds(result.stdout) == [
-        "customresourcedefinition.apiextensions.k8s.io",
-        "serviceaccount",
+    assert sorted(applied_kinds(result.stdout)) == [
         "clusterrole.rbac.authorization.k8s.io",
         "clusterrolebinding.rbac.authorization.k8s.io",
-        "service",
+        "customresourcedefinition.apiextensions.k8s.io",
         "deployment.apps",
+        "poddisruptionbudget.policy",
+        "role.rbac.authorization.k8s.io",
+        "rolebinding.rbac.authorization.k8s.io",
+        "service",
+        "serviceaccount",
     ]
 
 
@@ -105,8 +118,11 @@ def test_namespaced_install_is_accepted_by_the_api_server(
         "clusterrole.rbac.authorization.k8s.io",
         "clusterrolebinding.rbac.authorization.k8s.io",
         "deployment.apps",
+        "poddisruptionbudget.policy",
         "role.rbac.authorization.k8s.io",
         "role.rbac.authorization.k8s.io",
+        "role.rbac.authorization.k8s.io",
+        "rolebinding.rbac.authorization.k8s.io",
         "rolebinding.rbac.authorization.k8s.io",
         "rolebinding.rbac.authorization.k8s.io",
         "service",
@@ -134,7 +150,8 @@ def test_default_watches_all_namespaces_with_one_cluster_role(chart: Chart) -> N
     args = operator_args(objects)
     assert args.namespace == [], "no --namespace: kopf runs cluster-wide"
     assert args.liveness == "http://0.0.0.0:8080/healthz"
-    assert not find(objects, "Role") and not find(objects, "RoleBinding")
+    # The only Role is leader election's, in the release namespace; everything else is cluster-wide.
+    assert [r["metadata"]["name"] for r in find(objects, "Role")] == [LEADER_ELECTION_ROLE]
     (role,) = find(objects, "ClusterRole")
     rules = rules_of(role)
     assert {("", "secrets", "list"), ("", "secrets", "watch"), ("", "secrets", "get")} <= rules
@@ -151,8 +168,9 @@ def test_watch_namespaces_renders_namespace_flags_and_roles_instead_of_cluster_w
     # Cluster-wide, only what kopf needs to follow CRDs and namespaces: no Secrets, ConfigMaps or ProxmoxClusters.
     assert {r for _, r, _ in cluster_rules} == {"customresourcedefinitions", "namespaces"}
     assert {v for _, _, v in cluster_rules} == {"list", "watch"}
-    roles = find(objects, "Role")
-    bindings = find(objects, "RoleBinding")
+    # Besides leader election's Role for Leases in the release namespace (see the default's test).
+    roles = [r for r in find(objects, "Role") if r["metadata"]["name"] != LEADER_ELECTION_ROLE]
+    bindings = [b for b in find(objects, "RoleBinding") if b["metadata"]["name"] != LEADER_ELECTION_ROLE]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     (default_cluster_role,) = find(chart.objects(), "ClusterRole")
@@ -201,13 +219,102 @@ def test_an_unknown_log_level_is_refused(chart: Chart) -> None:
     assert "logLevel must be info, debug or warning" in result.stderr
 
 
-def test_replica_count_is_zero_or_one(chart: Chart) -> None:
-    assert deployment(chart.objects())["spec"]["replicas"] == 1
-    assert deployment(chart.objects("replicaCount=0"))["spec"]["replicas"] == 0
-    result = chart.template("replicaCount=2", check=False)
+def test_two_replicas_elect_a_leader_and_roll_out_one_at_a_time_by_default(chart: Chart) -> None:
+    objects = chart.objects()
+    dep = deployment(objects)
+    assert dep["spec"]["replicas"] == 2
+    assert dep["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    args = operator_args(objects)
+    assert args.leader_elect
+    assert (args.leader_election_namespace, args.leader_election_id) == ("proxmox-operator-system", "proxmox-operator")
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container(objects)["env"]}
+    assert env == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
+    # Leases in the release namespace, nothing more.
+    (role,) = find(objects, "Role")
+    assert role["metadata"]["namespace"] == "proxmox-operator-system"
+    assert rules_of(role) == {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")}
+    (binding,) = find(objects, "RoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == dep["spec"]["template"]["spec"]["serviceAccountName"]
+
+
+def test_a_pod_disruption_budget_keeps_a_standby_through_a_drain(chart: Chart) -> None:
+    objects = chart.objects()
+    (pdb,) = find(objects, "PodDisruptionBudget")
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": deployment(objects)["spec"]["selector"]}
+    # One replica: a budget would block every drain; or switched off.
+    assert not find(chart.objects("replicaCount=1"), "PodDisruptionBudget")
+    assert not find(chart.objects("podDisruptionBudget.enabled=false"), "PodDisruptionBudget")
+
+
+def test_without_leader_election_the_replica_count_is_zero_or_one_and_rollouts_recreate(chart: Chart) -> None:
+    objects = chart.objects("leaderElection.enabled=false", "replicaCount=1")
+    dep = deployment(objects)
+    assert dep["spec"]["replicas"] == 1
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    assert not operator_args(objects).leader_elect
+    assert "env" not in container(objects)
+    assert not find(objects, "Role") and not find(objects, "PodDisruptionBudget")
+    assert deployment(chart.objects("leaderElection.enabled=false", "replicaCount=0"))["spec"]["replicas"] == 0
+    result = chart.template("leaderElection.enabled=false", check=False)  # with the default replicaCount 2
     assert result.returncode != 0
-    assert "replicaCount must be 0 or 1" in result.stderr
-    assert deployment(chart.objects())["spec"]["strategy"] == {"type": "Recreate"}
+    assert "replicaCount must be 0 or 1 without leaderElection.enabled" in result.stderr
+    assert deployment(chart.objects("replicaCount=3"))["spec"]["replicas"] == 3
+    assert chart.template("replicaCount=-1", check=False).returncode != 0
+
+
+def test_extra_env_comes_after_the_downward_api(chart: Chart) -> None:
+    objects = chart.objects("extraEnv[0].name=KUBERNETES_SERVICE_HOST", "extraEnv[0].value=127.0.0.1")
+    names = [e["name"] for e in container(objects)["env"]]
+    assert names == ["POD_NAME", "POD_NAMESPACE", "KUBERNETES_SERVICE_HOST"]
+
+
+SHARDS = 'shards=[{"name":"a","selector":"shard=a"},{"name":"rest","selector":"!shard"}]'
+
+
+def test_shards_render_one_deployment_lease_and_budget_each(chart: Chart) -> None:
+    objects = chart.objects(set_json=SHARDS)
+    deps = {d["metadata"]["name"]: d for d in find(objects, "Deployment")}
+    assert sorted(deps) == ["proxmox-operator-a", "proxmox-operator-rest"]
+    for name, selector in (("a", "shard=a"), ("rest", "!shard")):
+        dep = deps[f"proxmox-operator-{name}"]
+        args = operator_args(dep)
+        assert args.selector == selector
+        assert args.leader_election_id == f"proxmox-operator-{name}"  # each shard elects its own leader
+        shard_label = {"proxmox-operator.dev/shard": name}
+        assert shard_label.items() <= dep["spec"]["selector"]["matchLabels"].items()
+        assert shard_label.items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+        (pdb,) = find(objects, "PodDisruptionBudget", f"proxmox-operator-{name}")
+        assert pdb["spec"]["selector"] == dep["spec"]["selector"]
+    # The Deployments' selectors are disjoint: neither adopts the other's Pods.
+    a, rest = (deps[n]["spec"]["selector"]["matchLabels"] for n in sorted(deps))
+    assert a != rest
+    assert len(find(objects, "Role")) == 1  # one RBAC for all shards
+
+
+@pytest.mark.parametrize(
+    ("shards", "message"),
+    [
+        ('[{"name":"A","selector":"shard=a"}]', "must be a DNS label"),
+        ('[{"name":"a"}]', 'shard "a" needs a selector'),
+        ('[{"name":"a","selector":"x"},{"name":"a","selector":"y"}]', 'the name "a" is used twice'),
+    ],
+)
+def test_bad_shards_are_refused(chart: Chart, shards: str, message: str) -> None:
+    result = chart.run("template", "proxmox-operator", str(CHART), "--set-json", f"shards={shards}", check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_shards_are_accepted_by_the_api_server(
+    cluster: Cluster, chart: Chart, scratch_namespaces: Callable[[str], str]
+) -> None:
+    ns = f"pxo-chart-{secrets.token_hex(4)}"
+    scratch_namespaces(ns)
+    rendered = chart.run("template", f"rel-{ns}", str(CHART), "--namespace", ns, "--set-json", SHARDS).stdout
+    result = dry_run_apply(cluster, rendered)
+    assert result.returncode == 0, result.stderr
+    assert applied_kinds(result.stdout).count("deployment.apps") == 2
 
 
 def test_security_contexts_are_non_root_read_only_and_drop_all_capabilities(chart: Chart) -> None:
@@ -280,7 +387,8 @@ def test_every_namespaced_object_is_in_the_release_namespace_or_a_watched_one(ch
     )
     for obj in objects:
         if obj["kind"] in NAMESPACED_KINDS:
-            expected = "team-a" if obj["kind"] in {"Role", "RoleBinding"} else "ops"
+            watched = obj["kind"] in {"Role", "RoleBinding"} and obj["metadata"]["name"] != LEADER_ELECTION_ROLE
+            expected = "team-a" if watched else "ops"
             assert obj["metadata"]["namespace"] == expected, obj["kind"]
         else:
             assert "namespace" not in obj["metadata"], obj["kind"]

@@ -75,10 +75,13 @@ def test_plain_rbac_is_the_default_chart_rbac_plus_the_namespace(chart: Chart, r
         ("ServiceAccount", "proxmox-operator"),
         ("ClusterRole", "proxmox-operator"),
         ("ClusterRoleBinding", "proxmox-operator"),
+        ("Role", "proxmox-operator-leader-election"),
+        ("RoleBinding", "proxmox-operator-leader-election"),
     ]
     from_chart = {o["kind"]: o for o in chart.objects()}
     assert plain[2]["rules"] == from_chart["ClusterRole"]["rules"]
     assert plain[3]["subjects"] == from_chart["ClusterRoleBinding"]["subjects"]
+    assert plain[4]["rules"] == from_chart["Role"]["rules"]
 
 
 def ensure_namespace(cluster: Cluster, name: str) -> None:
@@ -98,6 +101,9 @@ def test_kustomize_base_is_accepted_by_the_api_server(cluster: Cluster) -> None:
         "CustomResourceDefinition",
         "Deployment",
         "Namespace",
+        "PodDisruptionBudget",
+        "Role",
+        "RoleBinding",
         "Service",
         "ServiceAccount",
     ]

@@ -117,6 +117,11 @@ def test_namespaced_rbac_reaches_secrets_only_in_watched_namespaces(install: Ins
     # Cluster-wide, only kopf's reads of CRDs and namespaces.
     assert install.can("watch", "customresourcedefinitions.apiextensions.k8s.io")
     assert install.can("list", "namespaces")
+    # Leader election: Leases in the release namespace only.
+    for verb in ("get", "create", "update"):
+        assert install.can(verb, "leases.coordination.k8s.io", "-n", own), verb
+        assert not install.can(verb, "leases.coordination.k8s.io", "-n", w), verb
+    assert not install.can("delete", "leases.coordination.k8s.io", "-n", own)
 
 
 def test_the_operator_runs_with_the_namespaced_rbac_and_the_rendered_args(
@@ -134,6 +139,8 @@ def test_the_operator_runs_with_the_namespaced_rbac_and_the_rendered_args(
         kubeconfig_for(cluster, install.namespace, install.sa, tmp_path / "kubeconfig"),
         tmp_path / "operator.log",
         ["--liveness", health, *args[2:]],
+        # What the Deployment's downward API gives the Pod: the Lease lives in the release namespace.
+        env={"POD_NAMESPACE": install.namespace, "POD_NAME": "operator-0"},
     )
     op.start()
     try:
@@ -154,6 +161,9 @@ def test_the_operator_runs_with_the_namespaced_rbac_and_the_rendered_args(
         other = cluster.kubectl_json("get", "pxc", "lab", "-n", install.other)
         assert "status" not in other and "finalizers" not in other["metadata"]
         assert "Forbidden" not in op.log() and "forbidden" not in op.log(), op.log()[-5000:]
+        lease_name = args[args.index("--leader-election-id") + 1]
+        lease = cluster.kubectl_json("get", "lease", lease_name, "-n", install.namespace)
+        assert lease["spec"]["holderIdentity"] == "operator-0"
     finally:
         code = op.stop()
         cluster.kubectl("delete", "pxc", "--all", "-n", install.other, "--wait=false", check=False)

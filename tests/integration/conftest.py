@@ -124,10 +124,12 @@ def operator_kubeconfig(cluster: Cluster, tmp_path_factory: pytest.TempPathFacto
 class OperatorProcess:
     """The real `proxmox-operator` console script, run as a subprocess with debug logging."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path, args: list[str]) -> None:
+    def __init__(self, kubeconfig: Path, log_path: Path, args: list[str], env: dict[str, str] | None = None) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.args = args
+        #: Extra environment, e.g. the POD_NAMESPACE a Pod gets from the downward API.
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -136,7 +138,7 @@ class OperatorProcess:
             [str(ROOT / ".venv" / "bin" / "proxmox-operator"), "--verbose", *self.args],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
+            env={**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig)},
         )
         log.close()
 

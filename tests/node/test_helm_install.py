@@ -86,7 +86,9 @@ def release(cluster: Cluster, node: Node, operator_image: str, node_namespace: s
     rel.helm_run(
         "install", rel.name, str(CHART), "--namespace", node_namespace,
         "--set", f"image.repository={repository}", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
+        # One replica: with hostNetwork a second one would need the same port of this one node (it stays Pending).
         "--set", "hostNetwork=true", "--set", f"healthPort={free_port()}", "--set", f"metrics.port={free_port()}",
+        "--set", "replicaCount=1",
         "--set-json", f"extraEnv={json.dumps(env)}",
         "--set-json", f"watchNamespaces={json.dumps([node_namespace])}",
     )  # fmt: skip

@@ -94,3 +94,32 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{ include "proxmox-operator.labels" . }}
 app.kubernetes.io/component: metrics
 {{- end -}}
+
+{{/* The Deployments to render, as a JSON list of {name, selector}: one per shard, or one unnamed for all objects. */}}
+{{- define "proxmox-operator.shards" -}}
+{{- $seen := dict -}}
+{{- range .Values.shards -}}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9]{0,18}[a-z0-9])?$" (toString .name)) -}}
+{{- fail (printf "shards: name %q must be a DNS label of at most 20 characters (it names a Deployment and a Lease)" (toString .name)) -}}
+{{- end -}}
+{{- if not .selector -}}
+{{- fail (printf "shards: shard %q needs a selector, e.g. shard=%s" .name .name) -}}
+{{- end -}}
+{{- if hasKey $seen .name -}}
+{{- fail (printf "shards: the name %q is used twice" .name) -}}
+{{- end -}}
+{{- $_ := set $seen .name true -}}
+{{- end -}}
+{{- if .Values.shards -}}
+{{- .Values.shards | toJson -}}
+{{- else -}}
+{{- list (dict "name" "" "selector" "") | toJson -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The label that tells the Pods of one shard's Deployment from another's (none without shards). */}}
+{{- define "proxmox-operator.shardLabel" -}}
+{{- with .name -}}
+proxmox-operator.dev/shard: {{ . | quote }}
+{{- end -}}
+{{- end -}}
