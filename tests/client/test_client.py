@@ -7,7 +7,6 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from proxmox_operator.proxmox import (
@@ -18,8 +17,10 @@ from proxmox_operator.proxmox import (
     TrustConfig,
     TrustConfigInvalid,
     errors,
+    wire,
 )
 from pve_simulator import ManualClock, NodeConfig, SimulatorConfig, SimulatorServer, TokenConfig, UserConfig
+from tests.support.hostile import HostileServer, status
 
 PASSWORD = f"canary-{uuid.uuid4().hex[:12]}"
 TOKEN_SECRET = str(uuid.uuid4())
@@ -160,9 +161,11 @@ def test_garbage_ca_bundle_is_rejected_before_connecting() -> None:
 def test_ssl_contexts_are_shared_per_trust_configuration() -> None:
     a = ProxmoxClient("https://127.0.0.1:1", credentials=TokenCredentials("a@b!c", "d"))
     b = ProxmoxClient("https://127.0.0.1:2", credentials=TokenCredentials("a@b!c", "e"))
-    pool_a = a._endpoint(a.endpoint).http._transport._pool  # type: ignore[attr-defined]
-    pool_b = b._endpoint(b.endpoint).http._transport._pool  # type: ignore[attr-defined]
-    assert pool_a._ssl_context is pool_b._ssl_context
+    pool_a = a._endpoint(a.endpoint).transport
+    pool_b = b._endpoint(b.endpoint).transport
+    assert isinstance(pool_a, wire.Pool)
+    assert isinstance(pool_b, wire.Pool)
+    assert pool_a.ssl_context is pool_b.ssl_context
 
 
 async def test_nothing_listening_is_unreachable() -> None:
@@ -212,11 +215,10 @@ async def test_privilege_separated_token_without_acl_is_permission_denied(cert_d
     ],
 )
 async def test_answers_in_the_wrong_shape_are_invalid_response(body: bytes, content_type: str) -> None:
-    """Something that is not a PVE API answers on the endpoint (an HTTP layer stub; no Kubernetes involved)."""
-    transport = httpx.MockTransport(
-        lambda request: httpx.Response(200, content=body, headers={"Content-Type": content_type})
-    )
-    creds = TokenCredentials("root@pam!ci", TOKEN_SECRET)
-    async with ProxmoxClient("https://pve.invalid:8006", credentials=creds, transport=transport) as c:
-        with pytest.raises(errors.InvalidResponse, match=r"pve\.invalid"):
-            await c.version()
+    """Something that is not a PVE API answers on the endpoint, over real TLS (no Kubernetes involved)."""
+    async with HostileServer() as server:
+        server.set("/api2/json/version", status(200, {"Content-Type": content_type}, body=body))
+        creds = TokenCredentials("root@pam!ci", TOKEN_SECRET)
+        async with ProxmoxClient(server.url, credentials=creds, trust=TrustConfig(ca_bundle=server.ca_pem)) as c:
+            with pytest.raises(errors.InvalidResponse, match=r"127\.0\.0\.1"):
+                await c.version()

@@ -7,10 +7,9 @@ import math
 import time
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 
-from proxmox_operator.proxmox import ProxmoxClient, TrustConfig, body, errors
+from proxmox_operator.proxmox import ProxmoxClient, TrustConfig, body, errors, wire
 from proxmox_operator.proxmox.failures import RETRY_AFTER_MAX, retry_after
 from pve_simulator import SimulatorServer
 from tests.client.conftest import TOKEN
@@ -47,8 +46,8 @@ async def test_an_endless_retry_after_is_capped(server: HostileServer) -> None:
     assert info.value.retry_after == RETRY_AFTER_MAX == 3600
 
 
-def headers(value: str) -> httpx.Headers:
-    return httpx.Headers({b"Retry-After": value.encode()})  # as read from the wire (UTF-8 here)
+def headers(value: str) -> wire.Headers:
+    return wire.Headers([(b"Retry-After", value.encode())])  # as read from the wire (UTF-8 here)
 
 
 @pytest.mark.parametrize(

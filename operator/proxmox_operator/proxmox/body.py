@@ -1,9 +1,9 @@
 """Reading and parsing response bodies within fixed limits.
 
-A server that answers on a configured endpoint is not trusted to be a well-behaved Proxmox VE node. httpx reads
-whole bodies and decompresses them without bounds (its decoder calls ``decompress`` without ``max_length``: one
-64 KiB network read of a gzip bomb expands to ~64 MB, and a 51 KB body reached a 133 MB peak). So the body is
-streamed and decoded here:
+A server that answers on a configured endpoint is not trusted to be a well-behaved Proxmox VE node. Generic HTTP
+clients read whole bodies and decompress them without bounds (httpx's decoder calls ``decompress`` without
+``max_length``: one 64 KiB network read of a gzip bomb expands to ~64 MB, and a 51 KB body reached a 133 MB peak).
+So the body is streamed (:mod:`.wire`) and decoded here:
 
 * :data:`MAX_BODY_BYTES` (1 MiB) bounds the body after decompression, and the bytes on the wire too. The largest
   answers the operator reads from a real PVE (``/cluster/status``, ``/nodes`` and ``/access/permissions`` of a
@@ -30,9 +30,8 @@ import json
 import re
 import weakref
 import zlib
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
-
-import httpx
 
 MAX_BODY_BYTES = 1 << 20
 MAX_JSON_DEPTH = 32
@@ -121,20 +120,28 @@ def _inflate(z: _Decoder, data: bytes, out: bytearray, limit: int) -> None:
         raise BodyInvalid("has data after the end of its compressed stream")
 
 
-async def read(response: httpx.Response, *, limit: int = MAX_BODY_BYTES) -> bytes:
+class _Headers(Protocol):
+    def get(self, name: str, default: str | None = None) -> str | None: ...
+
+
+class Streamed(Protocol):
+    """A response whose body arrives in chunks, still content-encoded (:class:`.wire.Response`)."""
+
+    @property
+    def headers(self) -> _Headers: ...
+    def aiter_raw(self) -> AsyncIterator[bytes]: ...
+
+
+async def read(response: Streamed, *, limit: int = MAX_BODY_BYTES) -> bytes:
     """The decoded body of a streamed ``response``, at most ``limit`` bytes on the wire and after decoding.
 
     Raises :class:`BodyInvalid` as soon as a limit is passed (the caller closes the response); network errors
-    are httpx's.
+    are :mod:`.wire`'s.
     """
-    if response.is_stream_consumed:  # built in memory (e.g. by an httpx.MockTransport): nothing left to stream
-        if len(response.content) > limit:
-            raise _too_large(limit)
-        return response.content
-    declared = response.headers.get("Content-Length", "")
+    declared = response.headers.get("Content-Length") or ""
     if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
-    z = _decompressor(response.headers.get("Content-Encoding", ""))
+    z = _decompressor(response.headers.get("Content-Encoding") or "")
     out = bytearray()
     received = 0
     async for chunk in response.aiter_raw():

@@ -1,7 +1,7 @@
 """An async client for the part of the Proxmox VE API the operator reads.
 
-One :class:`ProxmoxClient` per registered cluster. It owns one pooled HTTP client per endpoint (configured or
-discovered) and one login shared by all of them (a PVE ticket is valid on every node of the cluster):
+One :class:`ProxmoxClient` per registered cluster. It owns one connection pool per endpoint (:mod:`.wire`; configured
+or discovered) and one login shared by all of them (a PVE ticket is valid on every node of the cluster):
 
 * **Failover** only on transport errors: refused, reset, timeout, TLS handshake. An HTTP error is an answer
   from a node that works, and is reported, never retried elsewhere. Each probe round starts again at the most
@@ -9,7 +9,7 @@ discovered) and one login shared by all of them (a PVE ticket is valid on every 
 * **Keep-alive** connections expire after 4 s, below pveproxy's 5 s idle close.
 * **Timeouts**: connect, read and a total deadline per request.
 * **TLS** verified by default, with the SSL context shared per trust configuration (see :mod:`.tls`) and
-  fingerprint pinning before any request byte is sent (see :mod:`.transport`). Minimum TLS 1.2.
+  fingerprint pinning before any request byte is sent (see :mod:`.wire`). Minimum TLS 1.2.
 * **Limits** per endpoint: requests in flight, and requests started per second (evenly spaced).
 * **Retries**: an idempotent GET is retried once on the same endpoint after a connection reset; a 429 or 503
   with a short ``Retry-After`` is retried once after that delay (a longer one is reported with the delay).
@@ -40,12 +40,11 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
-import httpx
 from pydantic import BaseModel, ValidationError
 
-from proxmox_operator.proxmox import body, errors
+from proxmox_operator.proxmox import body, errors, wire
 from proxmox_operator.proxmox.credentials import Credentials, PasswordCredentials, TokenCredentials
 from proxmox_operator.proxmox.failures import (
     TransportFailure,
@@ -59,9 +58,11 @@ from proxmox_operator.proxmox.hooks import NO_HOOKS, ClientHooks, host_of
 from proxmox_operator.proxmox.hosts import ALLOWED_HOSTS_ANNOTATION, AllowedHosts, acceptable_discovered, url_host_port
 from proxmox_operator.proxmox.payloads import ClusterStatusEntry, Node, Ticket, Version
 from proxmox_operator.proxmox.tls import TrustConfig, ssl_context
-from proxmox_operator.proxmox.transport import transport
 
 USER_AGENT = "proxmox-operator/0.1"
+API_PREFIX = "/api2/json"
+# Bodies are decoded by .body, which understands these two codings only.
+_HEADERS = (("User-Agent", USER_AGENT), ("Accept", "application/json"), ("Accept-Encoding", "gzip, deflate"))
 TICKET_RENEW_AFTER = 3600.0  # seconds; tickets are valid for 7200 s (pve-access-control, AuthUtils)
 KEEPALIVE_EXPIRY = 4.0  # pveproxy closes idle keep-alive connections after 5 s
 RETRY_AFTER_WAIT_MAX = 5.0  # wait for a Retry-After up to this long within a request; longer ones are reported
@@ -120,14 +121,16 @@ class _Answer:
 
     status_code: int
     reason_phrase: str
-    headers: httpx.Headers
+    headers: wire.Headers
     content: bytes
 
 
 @dataclass
 class _Endpoint:
     url: str
-    http: httpx.AsyncClient
+    #: The endpoint's host name, as the hooks report it.
+    host: str
+    transport: wire.Transport
     slots: asyncio.Semaphore
     pacing: _RateLimiter
 
@@ -144,7 +147,6 @@ class ProxmoxClient:
         timeouts: Timeouts | None = None,
         limits: Limits | None = None,
         clock: Callable[[], float] = time.time,
-        transport: httpx.AsyncBaseTransport | None = None,
         allowed_hosts: AllowedHosts | None = None,
         hooks: ClientHooks = NO_HOOKS,
     ) -> None:
@@ -164,7 +166,6 @@ class ProxmoxClient:
         self._clock = clock
         #: Told of every exchange, failover and login (see :mod:`.hooks`).
         self.hooks = hooks
-        self._transport = transport
         # Raises TrustConfigInvalid for a bad CA bundle: checked before any connection is made.
         self._ssl = ssl_context(self.trust)
         self._endpoints: dict[str, _Endpoint] = {}
@@ -228,7 +229,7 @@ class ProxmoxClient:
         self._session = None
         endpoints, self._endpoints = self._endpoints, {}
         for ep in endpoints.values():
-            await ep.http.aclose()
+            await ep.transport.aclose()
 
     # --- public reads -------------------------------------------------------------------------------------
 
@@ -385,26 +386,18 @@ class ProxmoxClient:
         ep = self._endpoints.get(url)
         if ep is None:
             t = self.timeouts
-            http = httpx.AsyncClient(
-                base_url=f"{url}/api2/json",
-                timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.read, pool=t.total),
-                # Bodies are decoded by .body, which understands these two codings only.
-                headers={"User-Agent": USER_AGENT, "Accept": "application/json", "Accept-Encoding": "gzip, deflate"},
-                follow_redirects=False,
-                # Proxy variables and SSL_CERT_FILE from the environment must not change where credentials go
-                # or which CAs are trusted behind the user's back: the resource's spec decides.
-                trust_env=False,
-                transport=self._transport
-                or transport(
-                    self._ssl,
-                    self.trust.fingerprints,
-                    max_connections=self.limits.max_concurrent,
-                    keepalive_expiry=KEEPALIVE_EXPIRY,
-                ),
-            )
             ep = _Endpoint(
                 url=url,
-                http=http,
+                host=host_of(url),
+                # Raises ValueError for a URL that is not https://HOST:PORT (reported as an unusable endpoint).
+                transport=wire.Pool(
+                    url,
+                    self._ssl,
+                    self.trust.fingerprints,
+                    connect_timeout=t.connect,
+                    read_timeout=t.read,
+                    keepalive_expiry=KEEPALIVE_EXPIRY,
+                ),
                 slots=asyncio.Semaphore(self.limits.max_concurrent),
                 pacing=_RateLimiter(self.limits.requests_per_second),
             )
@@ -431,14 +424,14 @@ class ProxmoxClient:
                 async with ep.slots:
                     await ep.pacing.acquire()
                     answer = await self._exchange(ep, method, path, headers=headers, data=data)
-            except (body.BodyInvalid, httpx.DecodingError) as exc:
-                raise invalid_body(url, what, str(exc) if isinstance(exc, body.BodyInvalid) else None) from None
-            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            except body.BodyInvalid as exc:
+                raise invalid_body(url, what, str(exc)) from None
+            except wire.ConnectionLost as exc:
                 if method == "GET" and not reset_retried and not ssl_cause(exc):
                     reset_retried = True  # a reset connection: an idempotent GET is tried once more
                     continue
                 raise TransportFailure(transport_error(url, what, exc, self.trust)) from None
-            except httpx.TransportError as exc:
+            except wire.WireError as exc:
                 raise TransportFailure(transport_error(url, what, exc, self.trust)) from None
             except Exception as exc:  # noqa: BLE001 - e.g. an invalid URL or port: no answer, so fail over
                 raise TransportFailure(unusable(url, what, exc)) from None
@@ -461,9 +454,13 @@ class ProxmoxClient:
     ) -> _Answer:
         """Send and read the body of a 200 within :mod:`.body`'s limits. Any other status needs no body: it is
         not read, and closing the response unread closes the connection (as does passing a limit)."""
-        request = ep.http.build_request(method, path, headers=headers, data=data)
+        head = [*_HEADERS, *(headers or {}).items()]
+        content = None
+        if data is not None:
+            content = urlencode(data).encode()
+            head.append(("Content-Type", "application/x-www-form-urlencoded"))
         try:
-            response = await ep.http.send(request, stream=True)
+            response = await ep.transport.request(method, f"{API_PREFIX}{path}", head, content)
             try:
                 content = await body.read(response) if response.status_code == 200 else b""
             finally:
@@ -471,9 +468,9 @@ class ProxmoxClient:
         except asyncio.CancelledError:
             raise  # abandoned (e.g. the resource was deleted): neither an answer nor a failure
         except Exception:
-            self.hooks.request(host_of(ep.url), None)
+            self.hooks.request(ep.host, None)
             raise
-        self.hooks.request(host_of(ep.url), response.status_code)
+        self.hooks.request(ep.host, response.status_code)
         return _Answer(response.status_code, response.reason_phrase, response.headers, content)
 
     async def _data(self, url: str, response: _Answer, what: str) -> Any:

@@ -13,9 +13,7 @@ import ssl
 import time
 from email.utils import parsedate_to_datetime
 
-import httpx
-
-from proxmox_operator.proxmox import errors
+from proxmox_operator.proxmox import errors, wire
 from proxmox_operator.proxmox.hosts import url_host_port
 from proxmox_operator.proxmox.tls import TrustConfig
 
@@ -31,7 +29,7 @@ class TransportFailure(Exception):
 
 
 def unusable(url: str, what: str, exc: Exception) -> errors.ProxmoxError:
-    """For an exception without an HTTP answer that is not httpx's: an invalid URL or port, and the like."""
+    """For an exception without an HTTP answer that is not the wire's: an invalid URL or port, and the like."""
     name = type(exc).__name__
     if url_host_port(url) is None:
         return errors.Unreachable(
@@ -54,9 +52,9 @@ def invalid_body(url: str, what: str, problem: str | None) -> errors.InvalidResp
     )
 
 
-def transport_error(url: str, what: str, exc: httpx.TransportError, trust: TrustConfig) -> errors.ProxmoxError:
-    if isinstance(exc, httpx.TimeoutException):
-        phase = "connecting" if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout) else "waiting"
+def transport_error(url: str, what: str, exc: wire.WireError, trust: TrustConfig) -> errors.ProxmoxError:
+    if isinstance(exc, wire.ConnectTimeout | wire.ReadTimeout):
+        phase = "connecting" if isinstance(exc, wire.ConnectTimeout) else "waiting"
         return errors.Timeout(
             f"Proxmox at {url} timed out ({phase}) on {what}; check the node and the network path", endpoint=url
         )
@@ -88,7 +86,7 @@ def tls_message(url: str, problem: ssl.SSLError, trust: TrustConfig) -> str:
     return f"the TLS handshake with Proxmox at {url} failed ({detail}); check the endpoint URL and port"
 
 
-def retry_after(headers: httpx.Headers) -> float | None:
+def retry_after(headers: wire.Headers) -> float | None:
     """Retry-After in seconds (delta-seconds or an HTTP date) within [0, RETRY_AFTER_MAX], or None."""
     value = (headers.get("Retry-After") or "").strip()
     delay: float | None = None

@@ -5,7 +5,7 @@ shared per trust configuration (the same CA bundle, or the system store), not bu
 
 Fingerprints (``spec.tls.fingerprints``) follow Proxmox's own clients (pve-apiclient, pvesh's remote mode): the
 normal chain check runs first; when it fails, the certificate is still accepted if the SHA-256 fingerprint of
-its DER encoding is listed (hostname not checked then). See :mod:`.transport` for where that happens.
+its DER encoding is listed (hostname not checked then). See :mod:`.wire` for where that happens.
 """
 
 from __future__ import annotations

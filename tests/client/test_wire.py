@@ -1,0 +1,92 @@
+"""The connection pool of one endpoint (proxmox/wire.py) against the simulator: keep-alive within bounds, and no
+socket kept once it can no longer be used."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from proxmox_operator.proxmox import TokenCredentials, wire
+from proxmox_operator.proxmox.tls import TrustConfig, ssl_context
+from pve_simulator import NodeConfig, SimulatorConfig, SimulatorServer, TokenConfig, UserConfig
+from tests.client.conftest import PASSWORD, SECRET
+
+AUTH = [("Authorization", TokenCredentials("root@pam!ci", SECRET).authorization_header())]
+
+
+@pytest.fixture
+async def quick_closing(shared_cert_dir: Path) -> AsyncIterator[SimulatorServer]:
+    """One node that closes idle keep-alive connections after 0.2 s (pveproxy: 5 s)."""
+    config = SimulatorConfig(
+        nodes=(NodeConfig(name="pve1"),),
+        users=(UserConfig(userid="root@pam", password=PASSWORD),),
+        tokens=(TokenConfig(tokenid="root@pam!ci", secret=SECRET, sys_audit=True),),
+        cert_dir=shared_cert_dir,
+        keepalive_timeout=0.2,
+    )
+    async with SimulatorServer(config) as server:
+        yield server
+
+
+def pool(sim: SimulatorServer, *, keepalive_expiry: float) -> wire.Pool:
+    context = ssl_context(TrustConfig(ca_bundle=sim.ca_pem))
+    return wire.Pool(sim.url, context, (), connect_timeout=5, read_timeout=5, keepalive_expiry=keepalive_expiry)
+
+
+async def get_version(p: wire.Pool) -> int:
+    response = await p.request("GET", "/api2/json/version", AUTH)
+    async for _ in response.aiter_raw():
+        pass
+    await response.aclose()
+    return response.status_code
+
+
+async def test_a_connection_is_reused_within_the_keepalive_expiry_and_closed_after_it(
+    quick_closing: SimulatorServer,
+) -> None:
+    p = pool(quick_closing, keepalive_expiry=5)
+    assert await get_version(p) == 200
+    (idle,) = p._idle
+    assert await get_version(p) == 200
+    assert p._idle == [idle], "the second request went over the same connection"
+    await p.aclose()
+    assert idle.sock.fileno() == -1
+
+
+async def test_idle_connections_are_closed_by_the_pool_once_expired(quick_closing: SimulatorServer) -> None:
+    p = pool(quick_closing, keepalive_expiry=0.1)
+    assert await get_version(p) == 200
+    (idle,) = p._idle
+    await asyncio.sleep(0.5)  # the pool's own timer, not a later request, closes it
+    assert p._idle == []
+    assert idle.sock.fileno() == -1
+    await p.aclose()
+
+
+async def test_a_connection_the_server_closed_is_not_reused(quick_closing: SimulatorServer) -> None:
+    p = pool(quick_closing, keepalive_expiry=5)  # longer than the server's 0.2 s
+    assert await get_version(p) == 200
+    (first,) = p._idle
+    await asyncio.sleep(0.6)
+    before = quick_closing.counters.count("/api2/json/version")
+    assert await get_version(p) == 200
+    assert quick_closing.counters.count("/api2/json/version") == before + 1, "no request was lost and retried"
+    assert first.sock.fileno() == -1
+    await p.aclose()
+
+
+async def test_an_answer_abandoned_half_way_closes_its_connection(quick_closing: SimulatorServer) -> None:
+    p = pool(quick_closing, keepalive_expiry=5)
+    response = await p.request("GET", "/api2/json/version", AUTH)
+    await response.aclose()  # body never read
+    assert p._idle == []
+    await p.aclose()
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8006", "https://user:pw@127.0.0.1:8006", "https://127.0.0.1:0"])
+def test_only_https_urls_with_a_host_and_port_make_a_pool(url: str) -> None:
+    with pytest.raises(ValueError):
+        wire.Pool(url, ssl_context(TrustConfig()), (), connect_timeout=1, read_timeout=1, keepalive_expiry=1)
