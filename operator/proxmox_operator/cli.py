@@ -68,23 +68,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--probe-interval",
         type=_seconds(1),
-        default=60.0,
+        default=settings.Tuning.probe_interval,
         metavar="SECONDS",
-        help="seconds between health probes of a Ready cluster (default 60)",
+        help=f"seconds between health probes of a Ready cluster (default {settings.Tuning.probe_interval:g})",
     )
     parser.add_argument(
         "--backoff-base",
         type=_seconds(0.1),
-        default=2.0,
+        default=settings.Tuning.backoff_base,
         metavar="SECONDS",
-        help="first wait before retrying a failing cluster; doubles on each failure (default 2)",
+        help="first wait before retrying a failing cluster; doubles on each failure "
+        f"(default {settings.Tuning.backoff_base:g})",
     )
     parser.add_argument(
         "--backoff-max",
         type=_seconds(1),
-        default=120.0,
+        default=settings.Tuning.backoff_max,
         metavar="SECONDS",
-        help="longest wait between retries of a failing cluster (default 120)",
+        help=f"longest wait between retries of a failing cluster (default {settings.Tuning.backoff_max:g})",
     )
     parser.add_argument(
         "--allow-cross-namespace-secrets",
