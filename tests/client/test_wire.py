@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from proxmox_operator.proxmox import TokenCredentials, wire
+from proxmox_operator.proxmox import ProxmoxClient, TokenCredentials, wire
 from proxmox_operator.proxmox.tls import TrustConfig, ssl_context
 from pve_simulator import NodeConfig, SimulatorConfig, SimulatorServer, TokenConfig, UserConfig
 from tests.client.conftest import PASSWORD, SECRET
@@ -86,7 +86,37 @@ async def test_an_answer_abandoned_half_way_closes_its_connection(quick_closing:
     await p.aclose()
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:8006", "https://user:pw@127.0.0.1:8006", "https://127.0.0.1:0"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8006",
+        "https://user:pw@127.0.0.1:8006",
+        "https://127.0.0.1:0",
+        "https://127.0.0.1:8006/?x=1",
+        "https://127.0.0.1:8006/#top",
+    ],
+)
 def test_only_https_urls_with_a_host_and_port_make_a_pool(url: str) -> None:
     with pytest.raises(ValueError):
         wire.Pool(url, ssl_context(TrustConfig()), (), connect_timeout=1, read_timeout=1, keepalive_expiry=1)
+
+
+async def test_an_endpoint_behind_a_path_prefix_is_asked_under_that_prefix(shared_cert_dir: Path) -> None:
+    """An endpoint URL may carry a path (an API behind a path-routing reverse proxy): every request goes below it."""
+    config = SimulatorConfig(
+        nodes=(NodeConfig(name="pve1"),),
+        users=(UserConfig(userid="root@pam", password=PASSWORD),),
+        tokens=(TokenConfig(tokenid="root@pam!ci", secret=SECRET, sys_audit=True),),
+        cert_dir=shared_cert_dir,
+        cluster_name="lab",
+        virtual_clusters=3,
+    )
+    async with SimulatorServer(config) as sim:
+        creds = TokenCredentials("root@pam!ci", SECRET)
+        async with ProxmoxClient(
+            f"{sim.url}/vc/2/", credentials=creds, trust=TrustConfig(ca_bundle=sim.ca_pem)
+        ) as client:
+            status = await client.cluster_status()
+        assert any(entry.name == "lab-2" for entry in status), "virtual cluster 2 answered"
+        arrivals = sim.counters.virtual_cluster_arrivals()
+        assert {k: len(v) for k, v in arrivals.items()} == {2: 1}

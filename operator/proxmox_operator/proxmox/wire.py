@@ -213,7 +213,7 @@ class _Connection:
 
 
 class Pool:
-    """The connections to one endpoint, ``https://host:port``. Raises ValueError for any other kind of URL."""
+    """The connections to one endpoint, ``https://host:port[/path]``. Raises ValueError for any other kind of URL."""
 
     def __init__(
         self,
@@ -226,8 +226,17 @@ class Pool:
         keepalive_expiry: float,
     ) -> None:
         parts = urlsplit(url)
-        if parts.scheme != "https" or not parts.hostname or parts.username is not None or parts.password is not None:
+        if (
+            parts.scheme != "https"
+            or not parts.hostname
+            or parts.username is not None
+            or parts.password is not None
+            or parts.query
+            or parts.fragment
+        ):
             raise ValueError("not an https://HOST:PORT URL")
+        #: A path the URL has (an API behind a path-routing reverse proxy) goes before every request's own.
+        self.base_path = parts.path.rstrip("/")
         self.host = parts.hostname
         self.port = parts.port if parts.port is not None else 443  # ValueError for a port outside 0-65535
         if not 0 < self.port < 65536:
@@ -253,7 +262,7 @@ class Pool:
         try:
             async with asyncio.timeout(self.read_timeout):
                 await conn.send(
-                    h11.Request(method=method, target=target, headers=head),
+                    h11.Request(method=method, target=self.base_path + target, headers=head),
                     *([h11.Data(data=body)] if body else []),
                     h11.EndOfMessage(),
                 )
