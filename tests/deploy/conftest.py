@@ -1,7 +1,7 @@
 """Fixtures for the tests of deploy/: helm, the chart, and the real control plane of the integration tests.
 
 helm is the one `make tools` built (hack/tools.sh, with PXO_NO_BUILD=1: a build never runs under a test's
-timeout). The control plane fixtures are those of tests/integration, shared rather than copied.
+timeout). The control plane fixtures (cluster, crd, pve) are the root conftest's, one instance per session.
 """
 
 from __future__ import annotations
@@ -15,14 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration import conftest as integration
 from tests.integration.kube import ROOT, Cluster
-
-# The control plane fixtures of the integration tests, shared: one API server per session for both.
-cluster = integration.cluster
-crd = integration.crd
-pve_cert_dir = integration.pve_cert_dir
-pve = integration.pve
 
 CHART = ROOT / "deploy" / "helm" / "proxmox-operator"
 NAMESPACE = "proxmox-operator-system"

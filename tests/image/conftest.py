@@ -2,7 +2,7 @@
 
 The image is never built here: a build takes half a minute and must not run under a test's timeout, so `make test`
 runs `make image` first, and these fixtures fail with that advice when the image is missing or older than its
-inputs. The cluster, CRD, ServiceAccount and simulator fixtures are the integration tests' own, imported below.
+inputs. The cluster, CRD, ServiceAccount and simulator fixtures are the root conftest's (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -13,18 +13,7 @@ from pathlib import Path
 
 import pytest
 
-# Re-exported for pytest: the same fixtures the integration tests use, not copies.
-from tests.integration.conftest import (
-    closed_port,
-    cluster,
-    crd,
-    operator_kubeconfig,
-    pve,
-    pve_cert_dir,
-)
 from tests.integration.kube import ROOT
-
-__all__ = ["closed_port", "cluster", "crd", "operator_kubeconfig", "pve", "pve_cert_dir"]
 
 IMAGE_SCRIPT = ROOT / "hack" / "image.sh"
 #: The label hack/image.sh gives the image: the base image it was built on.

@@ -23,14 +23,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration import conftest as integration
 from tests.integration.kube import ROOT, Cluster
 
-# The integration tests' control plane, CRD and simulator fixtures, shared rather than copied.
-cluster = integration.cluster
-crd = integration.crd
-pve_cert_dir = integration.pve_cert_dir
-pve = integration.pve
+# The control plane, CRD and simulator fixtures are the root conftest's (tests/conftest.py), one per session.
 
 NODE_SCRIPT = ROOT / "hack" / "node.sh"
 
