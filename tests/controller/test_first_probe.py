@@ -17,10 +17,10 @@ from proxmox_operator.controller.worker import reconcile_once
 from proxmox_operator.secretstore import Secret
 from proxmox_operator.settings import Tuning
 from pve_simulator import SimulatorServer
-from tests.controller.test_worker import KEY, SECRET, body, cert_dir, ready, sim
+from tests.controller.conftest import KEY, SECRET, body
+from tests.controller.test_worker import ready
 from tests.support.fakekube import FakeKube
 
-__all__ = ["cert_dir", "sim"]  # the simulator fixtures of test_worker
 SLOW = Tuning(probe_interval=60, backoff_base=60, backoff_max=60, first_probe_grace=0.01)
 #: A grace no probe of these tests outlasts.
 FAST = Tuning(probe_interval=60, backoff_base=60, backoff_max=60, first_probe_grace=30)

@@ -4,55 +4,20 @@ simulator over real HTTPS on loopback, scraped as Prometheus would."""
 from __future__ import annotations
 
 import socket
-import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
-import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxmox_operator.controller.ports import Key
 from proxmox_operator.controller.registry import Registry
 from proxmox_operator.controller.worker import reconcile_once
 from proxmox_operator.metrics import Metrics
 from proxmox_operator.proxmox import PasswordCredentials, ProxmoxClient, TokenCredentials, TrustConfig
 from proxmox_operator.settings import Tuning
-from pve_simulator import NodeConfig, SimulatorConfig, SimulatorServer, TokenConfig, UserConfig
+from pve_simulator import SimulatorServer
+from tests.controller.conftest import KEY, PASSWORD, SECRET, body
 from tests.support.fakekube import FakeKube
 
-SECRET = str(uuid.uuid4())
-PASSWORD = f"canary-pw-{uuid.uuid4().hex[:12]}"
-KEY = Key("team-a", "lab")
 TUNING = Tuning(probe_interval=60, backoff_base=60, backoff_max=60)
-
-
-@pytest.fixture(scope="session")
-def cert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("metrics-pve-certs")
-
-
-@pytest.fixture
-async def sim(cert_dir: Path) -> AsyncIterator[SimulatorServer]:
-    config = SimulatorConfig(
-        cluster_name="lab",
-        nodes=(NodeConfig(name="pve1"), NodeConfig(name="pve2")),
-        users=(UserConfig(userid="root@pam", password=PASSWORD),),
-        tokens=(TokenConfig(tokenid="root@pam!ci", secret=SECRET, privsep=True, sys_audit=True),),
-        auth_fail_delay=0.05,
-        cert_dir=cert_dir,
-    )
-    async with SimulatorServer(config) as server:
-        yield server
-
-
-def body(sim: SimulatorServer, status: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {
-        "metadata": {"namespace": KEY.namespace, "name": KEY.name, "generation": 1},
-        "spec": {"endpoint": sim.url, "credentialsRef": {"name": "creds"}, "tls": {"caBundle": sim.ca_pem}},
-        "status": status or {},
-    }
 
 
 def scrape(metrics: Metrics) -> tuple[str, dict[tuple[str, frozenset[tuple[str, str]]], float]]:
@@ -76,7 +41,7 @@ def at(**extra: str) -> dict[str, str]:
 async def test_the_metrics_follow_registration_quorum_loss_and_deregistration(sim: SimulatorServer) -> None:
     metrics = Metrics()
     kube, registry = FakeKube(), Registry(observer=metrics, hooks=metrics.hooks)
-    kube.put_secret(KEY.namespace, "creds", {"tokenId": "root@pam!ci", "tokenSecret": SECRET})
+    kube.put_secret(KEY.namespace, "token", {"tokenId": "root@pam!ci", "tokenSecret": SECRET})
     try:
         await reconcile_once(KEY, body(sim), kube, registry, TUNING)
         _, v = scrape(metrics)
@@ -110,11 +75,11 @@ async def test_the_metrics_follow_registration_quorum_loss_and_deregistration(si
 async def test_no_credential_appears_in_the_metrics(sim: SimulatorServer) -> None:
     metrics = Metrics()
     kube, registry = FakeKube(), Registry(observer=metrics, hooks=metrics.hooks)
-    kube.put_secret(KEY.namespace, "creds", {"username": "root@pam", "password": PASSWORD})
+    kube.put_secret(KEY.namespace, "token", {"username": "root@pam", "password": PASSWORD})
     try:
         outcome, _ = await reconcile_once(KEY, body(sim), kube, registry, TUNING)
         assert outcome.ready
-        kube.put_secret(KEY.namespace, "creds", {"username": "root@pam", "password": PASSWORD + "-wrong"})
+        kube.put_secret(KEY.namespace, "token", {"username": "root@pam", "password": PASSWORD + "-wrong"})
         outcome, _ = await reconcile_once(KEY, body(sim, kube.status()), kube, registry, TUNING)
         assert outcome.reason == "AuthenticationFailed"
         text, v = scrape(metrics)

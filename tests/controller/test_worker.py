@@ -4,50 +4,17 @@ simulator over real HTTPS on loopback."""
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from proxmox_operator.controller.ports import Key
 from proxmox_operator.controller.registry import Registry
 from proxmox_operator.controller.worker import reconcile_once, run_worker
 from proxmox_operator.settings import Tuning
-from pve_simulator import NodeConfig, SimulatorConfig, SimulatorServer, TokenConfig, UserConfig
+from pve_simulator import SimulatorServer
+from tests.controller.conftest import KEY, SECRET, body
 from tests.support.fakekube import FakeKube
 
-SECRET = str(uuid.uuid4())
-KEY = Key("team-a", "lab")
 # The first probe is never slow enough here to write an interim Probing status (tests/controller/test_first_probe.py).
 TUNING = Tuning(probe_interval=60, backoff_base=60, backoff_max=60, first_probe_grace=30)
-
-
-@pytest.fixture(scope="session")
-def cert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("controller-pve-certs")
-
-
-@pytest.fixture
-async def sim(cert_dir: Path) -> AsyncIterator[SimulatorServer]:
-    config = SimulatorConfig(
-        cluster_name="lab",
-        nodes=(NodeConfig(name="pve1"), NodeConfig(name="pve2")),
-        users=(UserConfig(userid="root@pam", password=str(uuid.uuid4())),),
-        tokens=(TokenConfig(tokenid="root@pam!ci", secret=SECRET, privsep=True, sys_audit=True),),
-        cert_dir=cert_dir,
-    )
-    async with SimulatorServer(config) as server:
-        yield server
-
-
-def body(sim: SimulatorServer, status: dict[str, Any] | None = None, generation: int = 1) -> dict[str, Any]:
-    return {
-        "metadata": {"namespace": KEY.namespace, "name": KEY.name, "generation": generation},
-        "spec": {"endpoint": sim.url, "credentialsRef": {"name": "token"}, "tls": {"caBundle": sim.ca_pem}},
-        "status": status or {},
-    }
 
 
 def ready(status: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,6 @@ timeout). The control plane fixtures (cluster, crd, pve) are the root conftest's
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 import yaml
 
 from tests.integration.kube import ROOT, Cluster
+from tests.support.tools import cached_tool
 
 CHART = ROOT / "deploy" / "helm" / "proxmox-operator"
 NAMESPACE = "proxmox-operator-system"
@@ -24,16 +24,7 @@ RELEASE = "proxmox-operator"
 
 @pytest.fixture(scope="session")
 def helm() -> str:
-    result = subprocess.run(
-        ["bash", str(ROOT / "hack" / "tools.sh"), "helm"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "PXO_NO_BUILD": "1"},
-    )
-    if result.returncode != 0:
-        pytest.exit(f"helm is not built: run `make tools` first\n{result.stderr}", returncode=3)
-    return result.stdout.strip()
+    return cached_tool("helm")
 
 
 class Chart:

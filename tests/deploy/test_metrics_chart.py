@@ -4,7 +4,6 @@ operator really exposes."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -19,7 +18,7 @@ from proxmox_operator.controller.ports import Key
 from proxmox_operator.metrics import Metrics
 from tests.deploy.conftest import Chart, find
 from tests.deploy.test_chart import container, deployment, operator_args
-from tests.integration.kube import ROOT
+from tests.support.tools import cached_tool
 
 pytestmark = pytest.mark.integration
 
@@ -28,16 +27,7 @@ MONITORING = ("metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.ena
 
 @pytest.fixture(scope="session")
 def promtool() -> str:
-    result = subprocess.run(
-        ["bash", str(ROOT / "hack" / "tools.sh"), "promtool"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "PXO_NO_BUILD": "1"},
-    )
-    if result.returncode != 0:
-        pytest.exit(f"promtool is not built: run `make tools` first\n{result.stderr}", returncode=3)
-    return result.stdout.strip()
+    return cached_tool("promtool")
 
 
 def exposed_names() -> set[str]:

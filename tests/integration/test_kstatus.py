@@ -10,7 +10,6 @@ generation's), so nothing here depends on timing.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -25,8 +24,9 @@ from proxmox_operator.api.v1alpha1.conditions import ready_reasons
 from proxmox_operator.controller.outcome import Outcome
 from proxmox_operator.controller.status import next_status, probing_status
 from tests.integration.conftest import OperatorProcess, apply, pxc_manifest, register, secret_manifest
-from tests.integration.kube import ROOT, Cluster, condition, get_pxc, wait_condition, wait_for
+from tests.integration.kube import Cluster, condition, get_pxc, wait_condition, wait_for
 from tests.integration.pve import PVE, TOKEN_ID, USER
+from tests.support.tools import cached_tool
 
 pytestmark = pytest.mark.integration
 
@@ -35,16 +35,7 @@ PAUSE_ANNOTATION = "proxmox-operator.dev/paused"
 
 @pytest.fixture(scope="session")
 def kstatus() -> str:
-    result = subprocess.run(
-        ["bash", str(ROOT / "hack" / "tools.sh"), "kstatus"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "PXO_NO_BUILD": "1"},
-    )
-    if result.returncode != 0:
-        pytest.fail(f"the kstatus program is not built: run `make tools` first\n{result.stderr}")
-    return result.stdout.strip()
+    return cached_tool("kstatus")
 
 
 def verdicts(kstatus: str, obj: dict[str, Any]) -> list[dict[str, str]]:

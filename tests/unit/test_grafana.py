@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from proxmox_operator.api.v1alpha1 import NodesStatus, ProxmoxClusterStatus, Rea
 from proxmox_operator.controller.outcome import Facts, Outcome
 from proxmox_operator.controller.ports import Key
 from proxmox_operator.metrics import Metrics
+from tests.unit.test_metrics import served
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "proxmox-operator.json"
 
@@ -31,12 +31,7 @@ def scraped_names() -> set[str]:
     metrics.hooks.login(True)
     metrics.status_written()
     metrics.event_posted("Warning", Reason.TIMEOUT)
-    host, port = metrics.serve("127.0.0.1:0")
-    try:
-        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as response:
-            text = response.read().decode()
-    finally:
-        metrics.close()
+    text = served(metrics)
     return {m.group(1) for m in re.finditer(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)[{ ]", text, re.MULTILINE)}
 
 

@@ -72,6 +72,16 @@ def failed(reason: Reason, *, with_facts: bool = False) -> Outcome:
     return Outcome(ready=False, reason=reason, message="", facts=facts() if with_facts else None)
 
 
+def served(metrics: Metrics) -> str:
+    """What ``/metrics`` answers over HTTP on a loopback port of its own; the server is closed afterwards."""
+    host, port = metrics.serve("127.0.0.1:0")
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as response:
+            return str(response.read().decode())
+    finally:
+        metrics.close()
+
+
 def test_ready_follows_the_last_round_with_its_reason_as_one_series() -> None:
     metrics = Metrics()
     metrics.registered(KEY)
@@ -202,12 +212,7 @@ def test_addresses() -> None:
 def test_the_endpoint_serves_the_registry_on_loopback() -> None:
     metrics = Metrics()
     metrics.observed(KEY, ok(), status(), 0.1)
-    host, port = metrics.serve("127.0.0.1:0")
-    try:
-        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as response:
-            text = response.read().decode()
-    finally:
-        metrics.close()
+    text = served(metrics)
     assert 'proxmox_operator_cluster_ready{name="lab",namespace="team-a",reason="Registered"} 1.0' in text
     assert "process_cpu_seconds_total" in text
 
