@@ -121,8 +121,7 @@ class KubeClient:
             return None
         if response.status_code >= 300:
             raise KubeUnavailable(f"{what} the Lease failed with HTTP {response.status_code}")
-        decoded = json.loads(response.content)
-        return decoded if isinstance(decoded, dict) else None
+        return _decoded(response, f"{what} the Lease")
 
     async def _read(
         self, where: str, path: str, *, params: Mapping[str, str] | None = None, accept: str = "application/json"
@@ -135,11 +134,7 @@ class KubeClient:
             raise SecretForbidden
         if response.status_code != 200:
             raise KubeUnavailable(f"reading {where} failed with HTTP {response.status_code}")
-        try:
-            decoded = json.loads(response.content)
-        except ValueError:
-            raise KubeUnavailable(f"reading {where}: the API server's answer is not JSON") from None
-        return decoded if isinstance(decoded, dict) else {}
+        return _decoded(response, f"reading {where}") or {}
 
     async def _request(self, method: str, path: str, what: str, **kw: Any) -> httpx.Response:
         """Send with the current credentials; after a 401, log in again once (a rotated token) and resend."""
@@ -155,6 +150,15 @@ class KubeClient:
             stale, self._http = self._http, None
             await stale.aclose()
         raise AssertionError("unreachable")
+
+
+def _decoded(response: httpx.Response, what: str) -> dict[str, Any] | None:
+    """The JSON object an answer holds (None for any other JSON value); KubeUnavailable when it is not JSON."""
+    try:
+        decoded = json.loads(response.content)
+    except ValueError:
+        raise KubeUnavailable(f"{what}: the API server's answer is not JSON") from None
+    return decoded if isinstance(decoded, dict) else None
 
 
 def _leases(namespace: str) -> str:

@@ -17,7 +17,6 @@ from proxmox_operator.proxmox import (
     TrustConfig,
     TrustConfigInvalid,
     errors,
-    wire,
 )
 from pve_simulator import ManualClock, NodeConfig, SimulatorConfig, SimulatorServer, TokenConfig, UserConfig
 from tests.support.hostile import HostileServer, status
@@ -161,10 +160,8 @@ def test_garbage_ca_bundle_is_rejected_before_connecting() -> None:
 def test_ssl_contexts_are_shared_per_trust_configuration() -> None:
     a = ProxmoxClient("https://127.0.0.1:1", credentials=TokenCredentials("a@b!c", "d"))
     b = ProxmoxClient("https://127.0.0.1:2", credentials=TokenCredentials("a@b!c", "e"))
-    pool_a = a._endpoint(a.endpoint).transport
-    pool_b = b._endpoint(b.endpoint).transport
-    assert isinstance(pool_a, wire.Pool)
-    assert isinstance(pool_b, wire.Pool)
+    pool_a = a._endpoint(a.endpoint).pool
+    pool_b = b._endpoint(b.endpoint).pool
     assert pool_a.ssl_context is pool_b.ssl_context
 
 

@@ -130,7 +130,7 @@ class _Endpoint:
     url: str
     #: The endpoint's host name, as the hooks report it.
     host: str
-    transport: wire.Transport
+    pool: wire.Pool
     slots: asyncio.Semaphore
     pacing: _RateLimiter
 
@@ -229,7 +229,7 @@ class ProxmoxClient:
         self._session = None
         endpoints, self._endpoints = self._endpoints, {}
         for ep in endpoints.values():
-            await ep.transport.aclose()
+            await ep.pool.aclose()
 
     # --- public reads -------------------------------------------------------------------------------------
 
@@ -390,7 +390,7 @@ class ProxmoxClient:
                 url=url,
                 host=host_of(url),
                 # Raises ValueError for a URL that is not https://HOST:PORT (reported as an unusable endpoint).
-                transport=wire.Pool(
+                pool=wire.Pool(
                     url,
                     self._ssl,
                     self.trust.fingerprints,
@@ -455,12 +455,12 @@ class ProxmoxClient:
         """Send and read the body of a 200 within :mod:`.body`'s limits. Any other status needs no body: it is
         not read, and closing the response unread closes the connection (as does passing a limit)."""
         head = [*_HEADERS, *(headers or {}).items()]
-        content = None
+        form = None
         if data is not None:
-            content = urlencode(data).encode()
+            form = urlencode(data).encode()
             head.append(("Content-Type", "application/x-www-form-urlencoded"))
         try:
-            response = await ep.transport.request(method, f"{API_PREFIX}{path}", head, content)
+            response = await ep.pool.request(method, f"{API_PREFIX}{path}", head, form)
             try:
                 content = await body.read(response) if response.status_code == 200 else b""
             finally:

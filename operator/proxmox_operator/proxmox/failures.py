@@ -44,9 +44,10 @@ def unusable(url: str, what: str, exc: Exception) -> errors.ProxmoxError:
     )
 
 
-def invalid_body(url: str, what: str, problem: str | None) -> errors.InvalidResponse:
+def invalid_body(url: str, what: str, problem: str) -> errors.InvalidResponse:
+    """``problem`` completes "a body that ..." (a :class:`~.body.BodyInvalid` message)."""
     return errors.InvalidResponse(
-        f"Proxmox at {url} answered {what} with a body that {problem or 'cannot be decoded'}; is the endpoint "
+        f"Proxmox at {url} answered {what} with a body that {problem}; is the endpoint "
         "really a Proxmox VE API (port 8006)?",
         endpoint=url,
     )

@@ -28,7 +28,7 @@ import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import h11
@@ -102,16 +102,6 @@ class Response:
     async def aclose(self) -> None:
         """Give the connection back when the answer was read to its end; close it otherwise."""
         self._conn.finish()
-
-
-class Transport(Protocol):
-    """What :class:`~.client.ProxmoxClient` sends requests through (one per endpoint)."""
-
-    async def request(
-        self, method: str, target: str, headers: list[tuple[str, str]], body: bytes | None = None
-    ) -> Response: ...
-
-    async def aclose(self) -> None: ...
 
 
 class _Connection:
