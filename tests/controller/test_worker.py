@@ -42,6 +42,27 @@ async def test_a_round_registers_and_a_quiet_round_writes_nothing(sim: Simulator
         await registry.close()
 
 
+async def test_a_round_before_kopf_saw_the_last_write_judges_against_that_write(sim: SimulatorServer) -> None:
+    """Woken during its first round (e.g. by its Secret's listing), a worker starts the next one while kopf's copy
+    is still the version the first write went over: it must not register the cluster a second time."""
+    kube, registry = FakeKube(), Registry()
+    kube.put_secret(KEY.namespace, "token", {"tokenId": "root@pam!ci", "tokenSecret": SECRET})
+    unwritten = body(sim)
+    unwritten["metadata"]["resourceVersion"] = "7"
+    try:
+        await reconcile_once(KEY, unwritten, kube, registry, TUNING)
+        await reconcile_once(KEY, unwritten, kube, registry, TUNING)  # kopf has not seen the write yet
+        assert len(kube.patches) == 1
+        assert [e[1] for e in kube.events] == ["Registered"]
+        # A newer version is taken as it is, even one whose status someone emptied: it is written again.
+        emptied = body(sim)
+        emptied["metadata"]["resourceVersion"] = "9"
+        await reconcile_once(KEY, emptied, kube, registry, TUNING)
+        assert len(kube.patches) == 2
+    finally:
+        await registry.close()
+
+
 async def test_an_unlabelled_secret_sends_nothing(sim: SimulatorServer) -> None:
     kube, registry = FakeKube(), Registry()
     kube.put_secret(KEY.namespace, "token", {"tokenId": "root@pam!ci", "tokenSecret": SECRET}, labelled=False)

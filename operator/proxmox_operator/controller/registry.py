@@ -5,8 +5,9 @@ client cache (:class:`Clients`: one client per resource with its slowly changing
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from proxmox_operator.api import v1alpha1 as api
 from proxmox_operator.api.v1alpha1 import (
@@ -222,6 +223,35 @@ class Clients:
         task.add_done_callback(self._retiring.discard)
 
 
+class OwnWrites:
+    """The status each worker wrote last, with the resourceVersion of the object it wrote over.
+
+    kopf's copy of an object lags the operator's own status write by one watch event. A round that starts before
+    that event arrives (woken during the round before, e.g. by the listing of its Secret) would judge against the
+    status from before the write: a second Registered Event and a second write. As long as kopf's copy is still
+    the version the write went over, the written status stands in for it; any newer version (the write itself,
+    or anyone else's change, a tampered status included) is taken as it is.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[Key, tuple[str, Mapping[str, Any]]] = {}
+
+    def note(self, key: Key, over: Mapping[str, Any], status: Mapping[str, Any]) -> None:
+        version = (over.get("metadata") or {}).get("resourceVersion")
+        if version is not None:
+            self._last[key] = (str(version), status)
+
+    def current(self, key: Key, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        last = self._last.get(key)
+        version = (body.get("metadata") or {}).get("resourceVersion")
+        if last is None or version is None or str(version) != last[0]:
+            return body
+        return {**body, "status": last[1]}
+
+    def forget(self, key: Key) -> None:
+        self._last.pop(key, None)
+
+
 class Registry:
     """The clusters this operator has registered: the client cache (``clients``), the wake-up bus (``wakeups``, also
     reachable through the shortcuts the kopf handlers use) and the duplicate index (``identities``), and
@@ -233,6 +263,7 @@ class Registry:
         self.clients = Clients(hooks)
         self.wakeups = WakeUps()
         self.identities = Identities()
+        self.own_writes = OwnWrites()
 
     def __len__(self) -> int:
         return len(self.clients)
@@ -266,6 +297,7 @@ class Registry:
         here waits: a deleted resource's worker exits within a few event-loop cycles, so kopf removes the
         finalizer at once instead of polling for the daemon's exit with extra patches."""
         self.wakeups.forget(key)
+        self.own_writes.forget(key)
         self.observer.deregistered(key)
         for other in self.identities.release(key):
             self.wakeups.wake(other)

@@ -78,6 +78,8 @@ async def reconcile_once(
 
     Returns the outcome and the probe interval that applies to the resource.
     """
+    over = body  # the version of the object this round's writes go over
+    body = registry.own_writes.current(key, body)
     meta = body.get("metadata", {})
     generation = meta.get("generation")
     previous = body.get("status") or {}
@@ -108,7 +110,7 @@ async def reconcile_once(
         else:
             started = time.monotonic()
             outcome, stored = await _probe_in_view(
-                key, spec, kube, registry, tuning, previous=previous, generation=generation
+                key, spec, kube, registry, tuning, previous=previous, generation=generation, over=over
             )
             probe_seconds = time.monotonic() - started
             extra[PAUSED] = None
@@ -121,7 +123,9 @@ async def reconcile_once(
         stored, outcome, generation=generation, at=conditions.now(), interval=interval, extra=extra, probed=not paused
     )
     if worth_writing(stored, status, refresh=tuning.status_refresh):
-        await kube.patch_status(key.namespace, key.name, status.model_dump(by_alias=True, mode="json"))
+        written = status.model_dump(by_alias=True, mode="json")
+        await kube.patch_status(key.namespace, key.name, written)
+        registry.own_writes.note(key, over, written)
         registry.observer.status_written()
     registry.observer.observed(key, outcome, status, probe_seconds)
     # Events compare with the status before this round: an interim Probing status is no transition of its own.
@@ -141,6 +145,7 @@ async def _probe_in_view(
     *,
     previous: Mapping[str, Any],
     generation: int | None,
+    over: Mapping[str, Any],
 ) -> tuple[Outcome, Mapping[str, Any]]:
     """The probe, and the status as stored when it ended. The first probe of a generation (no status for it yet)
     that takes longer than ``tuning.first_probe_grace`` gets Ready=Unknown and Reconciling=True (Probing) written
@@ -157,6 +162,7 @@ async def _probe_in_view(
             interim = probing_status(previous, generation=generation, at=conditions.now())
             stored = interim.model_dump(by_alias=True, mode="json")
             await kube.patch_status(key.namespace, key.name, stored)
+            registry.own_writes.note(key, over, stored)
             registry.observer.status_written()
         return await probing, stored
     finally:
