@@ -68,7 +68,7 @@ def labelled(name: str, namespace: str, pve: PVE, shard: str | None) -> dict[str
 
 def serves(op: OperatorProcess, namespace: str, name: str, since: int = 0) -> bool:
     """Whether the operator's log (from line ``since`` on) shows it working on the object: a line of its worker
-    or a status write (logged by httpx with the object's URL)."""
+    or a status write (the worker logs each at debug level, and test operators run with --verbose)."""
     text = "\n".join(op.log().splitlines()[since:])
     return f"{namespace}/{name}: " in text or f"/namespaces/{namespace}/proxmoxclusters/{name}/status" in text
 

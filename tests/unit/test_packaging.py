@@ -6,7 +6,9 @@ exactly those files (copied, so the build writes nothing into the work tree) and
 
 from __future__ import annotations
 
+import ast
 import email.parser
+import importlib.metadata
 import shlex
 import shutil
 import subprocess
@@ -20,13 +22,15 @@ from typing import Any
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 #: What deploy/Dockerfile copies into the image's build context, and nothing else.
 IMAGE_SOURCES = {"pyproject.toml", "README.md", "operator"}
-#: The simulator's own distribution and its dependencies: for tests only, never in the image.
-SIMULATOR_ONLY = {"pve-simulator", "aiohttp", "cryptography"}
+#: The simulator's own distribution and its dependencies: for tests only, never in the image. (aiohttp is kopf's
+#: HTTP client, which the operator's kube.py uses too.)
+SIMULATOR_ONLY = {"pve-simulator", "cryptography"}
 
 
 def dockerfile_copy_sources() -> set[str]:
@@ -127,6 +131,33 @@ def test_every_dependency_has_an_upper_bound(pyproject: str) -> None:
     assert requirements
     unbounded = [r for r in requirements if not has_upper_bound(r)]
     assert unbounded == [], f"{pyproject}: give these an upper bound (`<`): {unbounded}"
+
+
+def imported_top_level(source_root: Path) -> set[str]:
+    """The top-level names of every module imported under ``source_root``, relative imports excluded."""
+    names: set[str] = set()
+    for path in source_root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def test_every_third_party_import_is_a_declared_runtime_dependency() -> None:
+    """A module that only arrives with another package (or a dev extra) breaks the image the day that changes."""
+    third_party = imported_top_level(ROOT / "operator") - set(sys.stdlib_module_names) - {"proxmox_operator"}
+    declared = {
+        canonicalize_name(Requirement(r).name) for r in load(ROOT / "pyproject.toml")["project"]["dependencies"]
+    }
+    providers = importlib.metadata.packages_distributions()
+    undeclared = {
+        name: providers.get(name)
+        for name in third_party
+        if not {canonicalize_name(d) for d in providers.get(name, [])} & declared
+    }
+    assert undeclared == {}, f"imported by operator/ but not in [project].dependencies: {undeclared}"
 
 
 def test_operator_dependencies_do_not_pull_the_simulator() -> None:

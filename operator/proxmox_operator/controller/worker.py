@@ -125,6 +125,7 @@ async def reconcile_once(
     if worth_writing(stored, status, refresh=tuning.status_refresh):
         written = status.model_dump(by_alias=True, mode="json")
         await kube.patch_status(key.namespace, key.name, written)
+        log.debug("%s: status written (%s)", key, outcome.reason)
         registry.own_writes.note(key, over, written)
         registry.observer.status_written()
     registry.observer.observed(key, outcome, status, probe_seconds)
@@ -162,6 +163,7 @@ async def _probe_in_view(
             interim = probing_status(previous, generation=generation, at=conditions.now())
             stored = interim.model_dump(by_alias=True, mode="json")
             await kube.patch_status(key.namespace, key.name, stored)
+            log.debug("%s: status written (%s, the first probe is slow)", key, Reason.PROBING)
             registry.own_writes.note(key, over, stored)
             registry.observer.status_written()
         return await probing, stored

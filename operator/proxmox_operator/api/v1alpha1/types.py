@@ -47,9 +47,9 @@ class _Model(BaseModel):
 
 
 # An https URL: a host name, IPv4 address or bracketed IPv6 address; an optional port from 1 to 65535; an optional
-# path. No userinfo (``https://user:pass@host``: the password would show in status, Events and logs, and httpx
-# would replace the token header with Basic auth), no query, no fragment. The port range is in the pattern, not in
-# CEL: a CEL rule parsing the port exceeds the API server's cost budget.
+# path. No userinfo (``https://user:pass@host``: the password would show in status, Events and logs, and an HTTP
+# client might send it as Basic auth instead of the token header), no query, no fragment. The port range is in the
+# pattern, not in CEL: a CEL rule parsing the port exceeds the API server's cost budget.
 _PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
 HTTPS_URL = rf"^https://(\[[0-9A-Fa-f:.]+\]|[^\s/?#@:\[\]]+)(:{_PORT})?(/[^\s?#@]*)?$"
 HTTPS_URL_RULE = {
