@@ -142,3 +142,61 @@ async def test_a_resource_being_deleted_is_not_probed_again(sim: SimulatorServer
     assert len(registry) == 0
     assert sim.counters.total == before, "nothing was sent to Proxmox"
     await registry.close()
+
+
+async def _silent_server(accepted: asyncio.Event) -> asyncio.Server:
+    """A TCP listener on loopback that accepts and then says nothing: a TLS handshake with it never completes."""
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set()
+        await reader.read()  # until the client goes away
+        writer.close()
+
+    return await asyncio.start_server(hold, "127.0.0.1", 0)
+
+
+async def test_stopping_abandons_a_round_in_flight_and_the_worker_ends_normally(sim: SimulatorServer) -> None:
+    kube, registry = FakeKube(), Registry()
+    kube.put_secret(KEY.namespace, "token", {"tokenId": "root@pam!ci", "tokenSecret": SECRET})
+    accepted = asyncio.Event()
+    server = await _silent_server(accepted)
+    port = server.sockets[0].getsockname()[1]
+    hanging = body(sim)
+    # The handshake would wait 60 s for the silent node; stopping must not.
+    hanging["spec"] |= {
+        "endpoint": f"https://127.0.0.1:{port}",
+        "timeouts": {"connectSeconds": 60, "totalSeconds": 600},
+    }
+    stopping = asyncio.Event()
+    task = asyncio.create_task(
+        run_worker(KEY, lambda: hanging, kube=kube, registry=registry, tuning=TUNING, stopping=stopping)
+    )
+    try:
+        await asyncio.wait_for(accepted.wait(), timeout=30)
+        stopping.set()
+        await asyncio.wait_for(asyncio.shield(task), timeout=30)
+        assert not task.cancelled(), "the worker's own stop ends it normally"
+        assert len(registry) == 0
+        assert kube.patches == [], "the abandoned round wrote nothing"
+    finally:
+        task.cancel()
+        server.close()
+        await registry.close()
+
+
+async def test_a_cancellation_from_outside_is_not_taken_for_a_stop(sim: SimulatorServer) -> None:
+    kube, registry = FakeKube(), Registry()
+    kube.put_secret(KEY.namespace, "token", {"tokenId": "root@pam!ci", "tokenSecret": SECRET})
+    task = asyncio.create_task(
+        run_worker(KEY, lambda: body(sim), kube=kube, registry=registry, tuning=TUNING, stopping=asyncio.Event())
+    )
+    try:
+        async with asyncio.timeout(30):
+            while not kube.patches:  # noqa: ASYNC110 (polling what the worker wrote)
+                await asyncio.sleep(0.05)
+        task.cancel()  # while it sleeps until the next probe
+        await asyncio.wait({task}, timeout=30)
+        assert task.cancelled()
+        assert len(registry) == 0, "a cancelled worker deregisters too"
+    finally:
+        await registry.close()

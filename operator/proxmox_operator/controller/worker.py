@@ -14,8 +14,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -52,7 +52,6 @@ from proxmox_operator.controller.status import (
 from proxmox_operator.settings import Tuning
 
 log = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
 
 def is_paused(meta: Mapping[str, Any]) -> bool:
@@ -205,25 +204,48 @@ async def run_worker(
 
     ``snapshot`` returns the newest known body of the resource (kopf keeps it current from the watch). A round
     in flight when ``stopping`` is set is abandoned at once: deletion never waits for an unreachable Proxmox.
+    Rounds and sleeps run in the worker's own task, and one watcher cancels it when ``stopping`` is set: no task
+    per round or per sleep (in ``make bench`` those were 28 us per round, and two more tasks per sleeping worker).
+    A cancellation from anyone else (kopf giving up on the worker) goes through.
     """
     waker = registry.waker(key)
     registry.observer.registered(key)
+    me = asyncio.current_task()
+    assert me is not None
+    stop_requested = False
+    active = True
+
+    def stop(_: object) -> None:
+        nonlocal stop_requested
+        if active:  # not once the worker is past its loop: the cancellation would hit its caller
+            stop_requested = True
+            me.cancel()
+
+    watcher = asyncio.ensure_future(stopping.wait())
+    watcher.add_done_callback(stop)
     failures = 0
     try:
         while not stopping.is_set():
             waker.clear()
-            finished, result = await _unless_stopped(
-                _round(key, snapshot, kube, registry, tuning), stopping, limit=None
-            )
-            if not finished or result is None:
+            result = await _round(key, snapshot, kube, registry, tuning)
+            if result is None:
                 return
             outcome, interval = result
             if outcome.reason == Reason.PAUSED:
-                await _unless_stopped(waker.wait(), stopping, limit=None)  # until resumed (or deleted)
+                await waker.wait()  # until resumed (or deleted)
                 continue
             failures = 0 if outcome.ready else failures + 1
-            await _unless_stopped(waker.wait(), stopping, limit=delay_after(outcome, failures, tuning, interval))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay_after(outcome, failures, tuning, interval)):
+                    await waker.wait()
+    except asyncio.CancelledError:
+        if not stop_requested:
+            raise
+        me.uncancel()  # our own stop, not someone else's: the worker ends normally
     finally:
+        active = False
+        watcher.remove_done_callback(stop)
+        watcher.cancel()
         registry.deregister(key)
 
 
@@ -251,22 +273,3 @@ async def _round(
         log.exception("%s: unexpected error in a reconcile round; retrying", key)
         registry.observer.failed(Reason.INTERNAL_ERROR)
         return Outcome(ready=False, reason=Reason.INTERNAL_ERROR, message=""), tuning.probe_interval
-
-
-async def _unless_stopped(
-    aw: Coroutine[Any, Any, _T], stopping: asyncio.Event, *, limit: float | None
-) -> tuple[bool, _T | None]:
-    """Run ``aw`` until it finishes, ``stopping`` is set or ``limit`` seconds pass: (finished, result)."""
-    work = asyncio.ensure_future(aw)
-    stop = asyncio.ensure_future(stopping.wait())
-    try:
-        await asyncio.wait({work, stop}, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stop.cancel()
-        if not work.done():
-            work.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await work
-    if work.cancelled() or not work.done():
-        return False, None
-    return True, work.result()
