@@ -184,10 +184,18 @@ def _snapshots(body: kopf.Body) -> Callable[[], Any]:
     return snapshot
 
 
-def _plain(obj: Any) -> Any:
-    """A deep, plain copy of a kopf body view (a snapshot the worker can read without it changing)."""
+def _plain(body: Any) -> Any:
+    """A deep, plain copy of a kopf body view (a snapshot the worker can read without it changing), without
+    ``metadata.managedFields``: the operator never reads it, and it was most of the copy's cost."""
+    meta = body.get("metadata") or {}
+    copy = {str(k): _copied(v) for k, v in body.items() if k != "metadata"}
+    copy["metadata"] = {str(k): _copied(v) for k, v in meta.items() if k != "managedFields"}
+    return copy
+
+
+def _copied(obj: Any) -> Any:
     if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
+        return {str(k): _copied(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
+        return [_copied(v) for v in obj]
     return obj
