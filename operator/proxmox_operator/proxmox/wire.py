@@ -130,15 +130,17 @@ class _Connection:
         else:
             self.incoming.write_eof()
 
-    async def tls_call(self, call: Callable[[], _T]) -> _T:
-        """Run an SSLObject operation, moving bytes between the socket and the BIOs until it completes."""
+    async def tls_call(self, call: Callable[[], _T], *, flush: bool = True) -> _T:
+        """Run an SSLObject operation, moving bytes between the socket and the BIOs until it completes. With
+        ``flush=False`` what the operation wrote last stays in the outgoing BIO, to go with the next send."""
         while True:
             try:
                 result = call()
             except ssl.SSLWantReadError:
                 pass  # pumped below, outside the handler: a socket error must not carry this one as its context
             else:
-                await self._flush()
+                if flush:
+                    await self._flush()
                 return result
             await self._flush()
             await self._fill()
@@ -386,7 +388,9 @@ class Pool:
         try:
             tls = context.wrap_bio(incoming, outgoing, server_hostname=self.host)
             conn = _Connection(sock, tls, incoming, outgoing)
-            await conn.tls_call(tls.do_handshake)
+            # The client's last handshake message (TLS 1.3: its Finished) goes out with the request, in one send;
+            # and not at all when the pinning check below closes the connection.
+            await conn.tls_call(tls.do_handshake, flush=False)
         except BaseException:
             sock.close()
             raise
