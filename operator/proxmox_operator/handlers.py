@@ -133,9 +133,11 @@ async def resource_changed(
     *, event: Any, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any
 ) -> None:
     """Wake the worker when the spec changed (a new generation) or it was paused or resumed; the operator's own
-    status writes do not wake it. Stop it when the object left this operator's watch without being deleted."""
+    status writes do not wake it. Stop it when the object left this operator's watch without being deleted. Every
+    event tells the registry what kopf now shows, for the worker's record of its own last write (see OwnWrites)."""
     key = Key(namespace or "", name)
     meta = body.get("metadata", {})
+    memo.registry.own_writes.observe(key, body)
     if event.get("type") == "DELETED" and not meta.get("deletionTimestamp"):
         # Relabelled out of this shard's selector (or gone without a finalizer): another shard serves it now.
         flag = memo.stop_flags.get(key)

@@ -87,6 +87,22 @@ async def test_a_slow_first_probe_shows_probing_then_its_result(sim: SimulatorSe
     assert [e[1] for e in kube.events] == ["Registered"], "the Event compares with the status before the round"
 
 
+async def test_a_round_while_kopf_shows_the_interim_status_judges_against_the_result(
+    sim: SimulatorServer, registry: Registry
+) -> None:
+    """kopf's copy may show the interim Probing status when the next round starts: that status was replaced by
+    the round's result, so the cluster is not registered a second time."""
+    kube = kube_with_token(HeldKube())
+    round_ = asyncio.create_task(reconcile_once(KEY, body(sim), kube, registry, SLOW))
+    interim = await first_write(kube)
+    registry.own_writes.observe(KEY, body(sim, interim))  # the interim write's watch event
+    kube.release.set()
+    await asyncio.wait_for(round_, timeout=30)
+    await reconcile_once(KEY, body(sim, interim), kube, registry, SLOW)  # kopf has not seen the result yet
+    assert len(kube.patches) == 2
+    assert [e[1] for e in kube.events] == ["Registered"]
+
+
 async def test_a_slow_probe_of_a_new_spec_shows_probing_for_the_new_generation(
     sim: SimulatorServer, registry: Registry
 ) -> None:

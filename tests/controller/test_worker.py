@@ -44,19 +44,27 @@ async def test_a_round_registers_and_a_quiet_round_writes_nothing(sim: Simulator
 
 async def test_a_round_before_kopf_saw_the_last_write_judges_against_that_write(sim: SimulatorServer) -> None:
     """Woken during its first round (e.g. by its Secret's listing), a worker starts the next one while kopf's copy
-    is still the version the first write went over: it must not register the cluster a second time."""
+    still lacks the first write: it must not register the cluster a second time, whether kopf's copy is still the
+    version the write went over or a newer one that left the status alone (kopf's own finalizer)."""
     kube, registry = FakeKube(), Registry()
     kube.put_secret(KEY.namespace, "token", {"tokenId": "root@pam!ci", "tokenSecret": SECRET})
     unwritten = body(sim)
     unwritten["metadata"]["resourceVersion"] = "7"
+    finalized = body(sim)
+    finalized["metadata"] |= {"resourceVersion": "8", "finalizers": ["proxmox-operator.dev/finalizer"]}
     try:
         await reconcile_once(KEY, unwritten, kube, registry, TUNING)
         await reconcile_once(KEY, unwritten, kube, registry, TUNING)  # kopf has not seen the write yet
+        registry.own_writes.observe(KEY, finalized)  # the finalizer's watch event
+        await reconcile_once(KEY, finalized, kube, registry, TUNING)
         assert len(kube.patches) == 1
         assert [e[1] for e in kube.events] == ["Registered"]
-        # A newer version is taken as it is, even one whose status someone emptied: it is written again.
+        # kopf shows the write; a later version is taken as it is, even one whose status someone emptied.
+        written = body(sim, kube.status())
+        written["metadata"]["resourceVersion"] = "9"
+        registry.own_writes.observe(KEY, written)
         emptied = body(sim)
-        emptied["metadata"]["resourceVersion"] = "9"
+        emptied["metadata"]["resourceVersion"] = "10"
         await reconcile_once(KEY, emptied, kube, registry, TUNING)
         assert len(kube.patches) == 2
     finally:

@@ -224,29 +224,35 @@ class Clients:
 
 
 class OwnWrites:
-    """The status each worker wrote last, with the resourceVersion of the object it wrote over.
+    """The status each worker wrote last, and the statuses it replaced.
 
-    kopf's copy of an object lags the operator's own status write by one watch event. A round that starts before
-    that event arrives (woken during the round before, e.g. by the listing of its Secret) would judge against the
-    status from before the write: a second Registered Event and a second write. As long as kopf's copy is still
-    the version the write went over, the written status stands in for it; any newer version (the write itself,
-    or anyone else's change, a tampered status included) is taken as it is.
+    kopf's copy of an object lags the operator's own status write by one watch event or more. A round that starts
+    before that event arrives (woken during the round before, e.g. by the listing of its Secret) would judge
+    against the status from before the write: a second Registered Event and a second write. As long as kopf shows
+    one of the statuses the write replaced (the one it went over, an interim Probing status of the same round, an
+    earlier write of the worker's that kopf has not shown yet), the written status stands in for it; versions in
+    between that left the status alone (kopf's finalizer, a label) change nothing. Every watch event of the object
+    is shown to :meth:`observe`: once kopf shows any other status (the write, or anyone else's), the entry is gone,
+    and every later version, a tampered or emptied status included, is taken as it is.
     """
 
     def __init__(self) -> None:
-        self._last: dict[Key, tuple[str, Mapping[str, Any]]] = {}
+        self._last: dict[Key, tuple[tuple[Mapping[str, Any], ...], Mapping[str, Any]]] = {}
 
-    def note(self, key: Key, over: Mapping[str, Any], status: Mapping[str, Any]) -> None:
-        version = (over.get("metadata") or {}).get("resourceVersion")
-        if version is not None:
-            self._last[key] = (str(version), status)
+    def note(self, key: Key, written: Mapping[str, Any], *, replaced: Iterable[Mapping[str, Any]]) -> None:
+        self._last[key] = (tuple(replaced), written)
+
+    def observe(self, key: Key, body: Mapping[str, Any]) -> None:
+        """kopf's copy of the object is now ``body`` (a watch event, or a round's snapshot)."""
+        last = self._last.get(key)
+        if last is not None and (body.get("status") or {}) not in last[0]:
+            del self._last[key]
 
     def current(self, key: Key, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``body`` with the status the API server holds as far as the worker knows."""
+        self.observe(key, body)
         last = self._last.get(key)
-        version = (body.get("metadata") or {}).get("resourceVersion")
-        if last is None or version is None or str(version) != last[0]:
-            return body
-        return {**body, "status": last[1]}
+        return body if last is None else {**body, "status": last[1]}
 
     def forget(self, key: Key) -> None:
         self._last.pop(key, None)

@@ -125,7 +125,7 @@ async def reconcile_once(
         written = status.model_dump(by_alias=True, mode="json")
         await kube.patch_status(key.namespace, key.name, written)
         log.debug("%s: status written (%s)", key, outcome.reason)
-        registry.own_writes.note(key, over, written)
+        registry.own_writes.note(key, written, replaced=(over.get("status") or {}, previous, stored))
         registry.observer.status_written()
     registry.observer.observed(key, outcome, status, probe_seconds)
     # Events compare with the status before this round: an interim Probing status is no transition of its own.
@@ -163,7 +163,7 @@ async def _probe_in_view(
             stored = interim.model_dump(by_alias=True, mode="json")
             await kube.patch_status(key.namespace, key.name, stored)
             log.debug("%s: status written (%s, the first probe is slow)", key, Reason.PROBING)
-            registry.own_writes.note(key, over, stored)
+            registry.own_writes.note(key, stored, replaced=(over.get("status") or {}, previous))
             registry.observer.status_written()
         return await probing, stored
     finally:
