@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import math
 import os
@@ -171,6 +172,17 @@ def identity() -> str:
     return os.environ.get("POD_NAME", "").strip() or f"{platform.node() or 'proxmox-operator'}-{secrets.token_hex(3)}"
 
 
+def tune_gc() -> None:
+    """Set the cyclic garbage collector up for a long-running operator, once everything is imported.
+
+    What is loaded by now (kopf, aiohttp, pydantic and the models: some 60,000 objects) lives as long as the
+    process: frozen, no collection scans it again. And the young generation is collected every
+    ``settings.GC_THRESHOLDS[0]`` allocations instead of CPython's 700 (see there for what that measured).
+    """
+    gc.freeze()
+    gc.set_threshold(*settings.GC_THRESHOLDS)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     kopf.configure(verbose=args.verbose, quiet=args.quiet, log_format=kopf.LogFormat.FULL)
@@ -197,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             log.error("cannot serve metrics on %s: %s", args.metrics_address, exc)  # noqa: TRY400
             return 2
         log.info("serving Prometheus metrics on http://%s:%d/metrics", host, port)
+    tune_gc()
     if args.leader_elect:
         return asyncio.run(_elected(args, tuning, exposed))
     asyncio.run(_operator(args, tuning, exposed, liveness=args.liveness))

@@ -1,7 +1,11 @@
-"""The operator's command line: numbers that would make the worker loop spin are refused with a usage error."""
+"""The operator's command line: numbers that would make the worker loop spin are refused with a usage error; the
+process's garbage collector is set up for a long-running operator."""
+
+import gc
 
 import pytest
 
+from proxmox_operator import cli, settings
 from proxmox_operator.cli import parse_args
 
 
@@ -54,3 +58,14 @@ def test_bad_numbers_are_usage_errors(argv: list[str], message: str, capsys: pyt
     err = capsys.readouterr().err
     assert err.startswith("usage: proxmox-operator")
     assert message in err
+
+
+def test_tune_gc_freezes_what_is_loaded_and_sets_the_thresholds() -> None:
+    before = gc.get_threshold()
+    try:
+        cli.tune_gc()
+        assert gc.get_threshold() == settings.GC_THRESHOLDS
+        assert gc.get_freeze_count() > 10_000, "kopf, aiohttp and pydantic are loaded: frozen"
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
