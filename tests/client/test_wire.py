@@ -66,6 +66,19 @@ async def test_idle_connections_are_closed_by_the_pool_once_expired(quick_closin
     await p.aclose()
 
 
+async def test_close_idle_closes_at_once_and_the_pool_stays_usable(quick_closing: SimulatorServer) -> None:
+    p = pool(quick_closing, keepalive_expiry=5)
+    assert await get_version(p) == 200
+    (idle,) = p._idle
+    p.close_idle()
+    assert p._idle == [] and idle.sock.fileno() == -1
+    assert p._sweeper is None, "no timer left behind for a connection already closed"
+    assert await get_version(p) == 200, "a new connection for the next request"
+    (fresh,) = p._idle
+    assert fresh is not idle
+    await p.aclose()
+
+
 async def test_a_connection_the_server_closed_is_not_reused(quick_closing: SimulatorServer) -> None:
     p = pool(quick_closing, keepalive_expiry=5)  # longer than the server's 0.2 s
     assert await get_version(p) == 200

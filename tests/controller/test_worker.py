@@ -122,6 +122,29 @@ async def test_the_worker_probes_wakes_and_deregisters_on_stop(sim: SimulatorSer
     await registry.close()  # its pools close in the background; this waits for them
 
 
+async def test_a_worker_whose_next_round_is_far_away_keeps_no_idle_connection(sim: SimulatorServer) -> None:
+    """A keep-alive connection lives 4 s (pveproxy closes it after 5 s); kept after a round that is followed by a
+    60 s sleep, it would only hold memory until it expires: at registration, one per cluster at once."""
+    kube, registry = FakeKube(), Registry()
+    kube.put_secret(KEY.namespace, "token", {"tokenId": "root@pam!ci", "tokenSecret": SECRET})
+    stopping = asyncio.Event()
+    task = asyncio.create_task(
+        run_worker(KEY, lambda: body(sim), kube=kube, registry=registry, tuning=TUNING, stopping=stopping)
+    )
+    try:
+        async with asyncio.timeout(30):
+            while not kube.patches:  # noqa: ASYNC110 (polling what the worker wrote)
+                await asyncio.sleep(0.05)
+        client = registry.clients._connections[KEY].client
+        pools = [endpoint.pool for endpoint in client._endpoints.values()]
+        assert pools, "the round did connect"
+        assert [conn for pool in pools for conn in pool._idle] == []
+    finally:
+        stopping.set()
+        await asyncio.wait_for(task, timeout=10)
+        await registry.close()
+
+
 async def test_the_worker_stops_when_the_object_is_gone(sim: SimulatorServer) -> None:
     kube, registry = FakeKube(), Registry()
     kube.put_secret(KEY.namespace, "token", {"tokenId": "root@pam!ci", "tokenSecret": SECRET})

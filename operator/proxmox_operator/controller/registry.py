@@ -197,6 +197,12 @@ class Clients:
         self._connections[key] = _Connection(client=client, shape=shape)
         return client
 
+    def close_idle(self, key: Key) -> None:
+        """Close the resource's idle Proxmox connections (its next round is further away than they would live)."""
+        conn = self._connections.get(key)
+        if conn is not None:
+            conn.client.close_idle()
+
     def slow_facts(self, key: Key) -> SlowFacts:
         """The slowly changing facts of the resource's current client (fresh when the client was rebuilt)."""
         conn = self._connections.get(key)

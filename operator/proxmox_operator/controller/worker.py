@@ -49,6 +49,7 @@ from proxmox_operator.controller.status import (
     probing_status,
     worth_writing,
 )
+from proxmox_operator.proxmox.client import KEEPALIVE_EXPIRY
 from proxmox_operator.settings import Tuning
 
 log = logging.getLogger(__name__)
@@ -235,8 +236,11 @@ async def run_worker(
                 await waker.wait()  # until resumed (or deleted)
                 continue
             failures = 0 if outcome.ready else failures + 1
+            delay = delay_after(outcome, failures, tuning, interval)
+            if delay >= KEEPALIVE_EXPIRY:
+                registry.clients.close_idle(key)  # not kept for 4 s only to expire: at registration, ~N at once
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay_after(outcome, failures, tuning, interval)):
+                async with asyncio.timeout(delay):
                     await waker.wait()
     except asyncio.CancelledError:
         if not stop_requested:

@@ -224,6 +224,12 @@ class ProxmoxClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    def close_idle(self) -> None:
+        """Close the idle keep-alive connections of every endpoint now: when the next request is further away than
+        they would live (``KEEPALIVE_EXPIRY``), keeping them only holds memory. The session stays."""
+        for ep in self._endpoints.values():
+            ep.pool.close_idle()
+
     async def aclose(self) -> None:
         """Close every pool and forget the ticket."""
         self._session = None

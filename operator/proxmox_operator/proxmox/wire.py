@@ -324,14 +324,18 @@ class Pool:
             delay = max(0.05, oldest + self.keepalive_expiry - now)
             self._sweeper = asyncio.get_running_loop().call_later(delay, self._sweep)
 
-    async def aclose(self) -> None:
-        self.closed = True
+    def close_idle(self) -> None:
+        """Close the idle connections now, not when they expire; the pool stays usable."""
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
         idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+
+    async def aclose(self) -> None:
+        self.closed = True
+        self.close_idle()
 
     async def _connect(self) -> _Connection:
         try:
