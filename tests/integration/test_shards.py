@@ -70,7 +70,7 @@ def serves(op: OperatorProcess, namespace: str, name: str, since: int = 0) -> bo
     """Whether the operator's log (from line ``since`` on) shows it working on the object: a line of its worker
     or a status write (the worker logs each at debug level, and test operators run with --verbose)."""
     text = "\n".join(op.log().splitlines()[since:])
-    return f"{namespace}/{name}: " in text or f"/namespaces/{namespace}/proxmoxclusters/{name}/status" in text
+    return f"{namespace}/{name}: " in text
 
 
 def test_two_shards_never_both_serve_an_object_and_a_relabelled_object_moves(

@@ -78,7 +78,7 @@ async def reconcile_once(
 
     Returns the outcome and the probe interval that applies to the resource.
     """
-    over = body  # the version of the object this round's writes go over
+    shown: Mapping[str, Any] = body.get("status") or {}  # the status kopf shows, which this round's writes replace
     body = registry.own_writes.current(key, body)
     meta = body.get("metadata", {})
     generation = meta.get("generation")
@@ -110,7 +110,7 @@ async def reconcile_once(
         else:
             started = time.monotonic()
             outcome, stored = await _probe_in_view(
-                key, spec, kube, registry, tuning, previous=previous, generation=generation, over=over
+                key, spec, kube, registry, tuning, previous=previous, generation=generation, shown=shown
             )
             probe_seconds = time.monotonic() - started
             extra[PAUSED] = None
@@ -126,7 +126,7 @@ async def reconcile_once(
         written = status.model_dump(by_alias=True, mode="json")
         await kube.patch_status(key.namespace, key.name, written)
         log.debug("%s: status written (%s)", key, outcome.reason)
-        registry.own_writes.note(key, written, replaced=(over.get("status") or {}, previous, stored))
+        registry.own_writes.note(key, written, replaced=(shown, previous, stored))
         registry.observer.status_written()
     registry.observer.observed(key, outcome, status, probe_seconds)
     # Events compare with the status before this round: an interim Probing status is no transition of its own.
@@ -146,7 +146,7 @@ async def _probe_in_view(
     *,
     previous: Mapping[str, Any],
     generation: int | None,
-    over: Mapping[str, Any],
+    shown: Mapping[str, Any],
 ) -> tuple[Outcome, Mapping[str, Any]]:
     """The probe, and the status as stored when it ended. The first probe of a generation (no status for it yet)
     that takes longer than ``tuning.first_probe_grace`` gets Ready=Unknown and Reconciling=True (Probing) written
@@ -164,7 +164,7 @@ async def _probe_in_view(
             stored = interim.model_dump(by_alias=True, mode="json")
             await kube.patch_status(key.namespace, key.name, stored)
             log.debug("%s: status written (%s, the first probe is slow)", key, Reason.PROBING)
-            registry.own_writes.note(key, stored, replaced=(over.get("status") or {}, previous))
+            registry.own_writes.note(key, stored, replaced=(shown, previous))
             registry.observer.status_written()
         return await probing, stored
     finally:
