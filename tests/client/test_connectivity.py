@@ -24,6 +24,7 @@ from proxmox_operator.proxmox import (
     endpoint_for_ip,
     errors,
 )
+from proxmox_operator.proxmox.client import _RateLimiter
 from proxmox_operator.proxmox.tls import ssl_context
 from pve_simulator import NodeConfig, SimulatorConfig, SimulatorServer, TokenConfig, UserConfig
 
@@ -199,13 +200,30 @@ async def test_concurrency_limit_holds_under_a_burst(sim: SimulatorServer) -> No
 
 
 async def test_rate_limit_holds_under_a_burst(sim: SimulatorServer) -> None:
-    async with client(sim, urls(sim, "pve1"), limits=Limits(max_concurrent=8, requests_per_second=5)) as c:
-        await asyncio.gather(*(c.version() for _ in range(12)))
+    limits = Limits(max_concurrent=8, requests_per_second=5, burst=4)
+    async with client(sim, urls(sim, "pve1"), limits=limits) as c:
+        await asyncio.gather(*(c.version() for _ in range(20)))
     counters = sim.node_counters("pve1")
-    assert counters.total == 12
-    # Evenly spaced at 5/s, any one-second window holds 5 starts, 6 when an arrival is a little late (arrivals
-    # are counted at the server); without the limit all 12 arrive within milliseconds.
-    assert counters.max_requests_in_any_window(1.0) <= 6
+    assert counters.total == 20
+    # 4 at once, then one every 0.2 s: any one-second window holds at most 4 + 5 starts, one more when an arrival
+    # is a little late (arrivals are counted at the server); without the limit all 20 arrive within milliseconds.
+    assert counters.max_requests_in_any_window(1.0) <= 10
+
+
+def test_the_rate_limiter_lets_a_burst_start_at_once_and_spaces_the_rest() -> None:
+    pacing = _RateLimiter(rate=10, burst=4)
+    assert [pacing.reserve(100.0) for _ in range(4)] == [0, 0, 0, 0]  # a registration's four requests
+    assert [round(pacing.reserve(100.0), 6) for _ in range(3)] == [0.1, 0.2, 0.3]  # then 10 per second
+    # Reserved starts are kept: a request asking later waits only for what is left of its turn.
+    assert round(pacing.reserve(100.25), 6) == 0.15
+    # After a quiet spell the bucket is full again: another burst starts at once.
+    assert [pacing.reserve(200.0) for _ in range(4)] == [0, 0, 0, 0]
+    assert round(pacing.reserve(200.0), 6) == 0.1
+
+
+def test_a_burst_of_one_spaces_every_request() -> None:
+    pacing = _RateLimiter(rate=5)
+    assert [round(pacing.reserve(0.0), 6) for _ in range(3)] == [0, 0.2, 0.4]
 
 
 def test_tls_1_2_is_the_minimum() -> None:

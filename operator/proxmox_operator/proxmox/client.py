@@ -10,7 +10,8 @@ or discovered) and one login shared by all of them (a PVE ticket is valid on eve
 * **Timeouts**: connect, read and a total deadline per request.
 * **TLS** verified by default, with the SSL context shared per trust configuration (see :mod:`.tls`) and
   fingerprint pinning before any request byte is sent (see :mod:`.wire`). Minimum TLS 1.2.
-* **Limits** per endpoint: requests in flight, and requests started per second (evenly spaced).
+* **Limits** per endpoint: requests in flight, and requests started per second (a token bucket: a probe's few
+  requests start at once, a longer run of requests is spaced evenly).
 * **Retries**: an idempotent GET is retried once on the same endpoint after a connection reset; a 429 or 503
   with a short ``Retry-After`` is retried once after that delay (a longer one is reported with the delay).
 * **Tickets**: one login, reused for reads, renewed once older than an hour by posting the ticket itself as the
@@ -84,10 +85,14 @@ class Timeouts:
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-endpoint limits."""
+    """Per-endpoint limits. ``burst`` requests may start at once; beyond that, ``requests_per_second``."""
 
     max_concurrent: int = 4
     requests_per_second: float = 10.0
+    #: The most requests a registration sends (cluster status, version, node list, permissions): they need not
+    #: wait for each other. Spacing them at 10 per second made every registration last 300 ms longer, and each
+    #: wait was a wake-up of its own with the whole call stack resumed.
+    burst: int = 4
 
 
 @dataclass
@@ -98,19 +103,23 @@ class _Session:
 
 
 class _RateLimiter:
-    """Spaces request starts evenly: at most ``rate`` per second, no bursts beyond one."""
+    """A token bucket in its GCRA form: up to ``burst`` request starts at once, then one every ``1 / rate`` s; in
+    any window of T seconds at most ``burst + rate * T`` starts. Each start is reserved when asked for, so waiting
+    requests start in the order they asked."""
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, burst: int = 1) -> None:
         self._interval = 1.0 / rate
-        self._next = 0.0
-        self._lock = asyncio.Lock()
+        self._tolerance = (max(1, burst) - 1) * self._interval
+        self._tat = 0.0  # the theoretical arrival time of the next request at the sustained rate
+
+    def reserve(self, now: float) -> float:
+        """Reserve the next start for a request asking at ``now``; how long it has to wait for it."""
+        start = max(now, self._tat - self._tolerance)
+        self._tat = max(self._tat, start) + self._interval
+        return start - now
 
     async def acquire(self) -> None:
-        async with self._lock:
-            loop = asyncio.get_running_loop()
-            now = loop.time()
-            wait = self._next - now
-            self._next = max(now, self._next) + self._interval
+        wait = self.reserve(asyncio.get_running_loop().time())
         if wait > 0:
             await asyncio.sleep(wait)
 
@@ -405,7 +414,7 @@ class ProxmoxClient:
                     keepalive_expiry=KEEPALIVE_EXPIRY,
                 ),
                 slots=asyncio.Semaphore(self.limits.max_concurrent),
-                pacing=_RateLimiter(self.limits.requests_per_second),
+                pacing=_RateLimiter(self.limits.requests_per_second, self.limits.burst),
             )
             self._endpoints[url] = ep
         return ep
