@@ -28,7 +28,7 @@ import asyncio
 import logging
 import platform
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -46,14 +46,34 @@ PXC = (api.GROUP, api.VERSION, api.PLURAL)
 FINALIZER = f"{api.GROUP}/finalizer"
 
 
+class SlimDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """kopf's diff-base storage, building the same essence without deep-copying what it then throws away.
+
+    kopf builds an object's essence on every watch event, of every watched resource: a deep copy of the whole
+    body, after which it drops ``metadata`` and ``status`` and picks labels and annotations back from the body.
+    A ProxmoxCluster's status and managedFields are most of its body, and copying them was 3% of the CPU of a
+    registration in ``make bench``. This builds from the body without them (keeping what kopf reads: kind,
+    labels, annotations, ownerReferences), so the essence is the same; with extra fields (a handler's ``field=``,
+    which may point anywhere), kopf's own way."""
+
+    _KEPT_METADATA = ("labels", "annotations", "ownerReferences")
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        fields = list(extra_fields or ())
+        if not fields:
+            meta = body.get("metadata") or {}
+            slim = {k: v for k, v in body.items() if k not in ("metadata", "status")}
+            slim["metadata"] = {k: meta[k] for k in self._KEPT_METADATA if k in meta}
+            body = kopf.Body(cast(kopf.RawBody, slim))
+        return super().build(body=body, extra_fields=fields)
+
+
 @kopf.on.startup()
 async def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     """All kopf settings in one place. Storage names are ours so they never collide with other operators."""
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=api.GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = SlimDiffBase(prefix=api.GROUP, key="last-handled-configuration")
     # Server-side: no other Secret of the cluster ever streams through the operator.
     settings.watching.label_selectors["", "v1", "secrets"] = secretstore.CREDENTIALS_LABEL_SELECTOR
     # A stopping worker exits within a few loop cycles (its pools close in the background); giving it up to
