@@ -226,6 +226,12 @@ def test_a_burst_of_one_spaces_every_request() -> None:
     assert [round(pacing.reserve(0.0), 6) for _ in range(3)] == [0, 0.2, 0.4]
 
 
+def test_the_burst_is_never_more_than_a_seconds_worth() -> None:
+    """requestsPerSecond: 2 means two at once at most, whatever the burst."""
+    pacing = _RateLimiter(rate=2, burst=4)
+    assert [round(pacing.reserve(0.0), 6) for _ in range(4)] == [0, 0, 0.5, 1.0]
+
+
 def test_tls_1_2_is_the_minimum() -> None:
     for trust in (TrustConfig(), TrustConfig(insecure_skip_verify=True)):
         assert ssl_context(trust).minimum_version >= ssl.TLSVersion.TLSv1_2

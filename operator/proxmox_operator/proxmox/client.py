@@ -104,12 +104,13 @@ class _Session:
 
 class _RateLimiter:
     """A token bucket in its GCRA form: up to ``burst`` request starts at once, then one every ``1 / rate`` s; in
-    any window of T seconds at most ``burst + rate * T`` starts. Each start is reserved when asked for, so waiting
-    requests start in the order they asked."""
+    any window of T seconds at most ``burst + rate * T`` starts. The burst is never more than a second's worth
+    (a limit of 1 per second stays one at a time). Each start is reserved when asked for, so waiting requests
+    start in the order they asked."""
 
     def __init__(self, rate: float, burst: int = 1) -> None:
         self._interval = 1.0 / rate
-        self._tolerance = (max(1, burst) - 1) * self._interval
+        self._tolerance = (max(1, min(burst, int(rate))) - 1) * self._interval
         self._tat = 0.0  # the theoretical arrival time of the next request at the sustained rate
 
     def reserve(self, now: float) -> float:

@@ -173,7 +173,8 @@ class LimitsSpec(_Model):
     """Requests in flight at once to one endpoint. Default 4."""
 
     requests_per_second: Annotated[int, Field(ge=1, le=1000)] = 10
-    """Requests started per second to one endpoint, after up to 4 at once (a probe's requests). Default 10."""
+    """Requests started per second to one endpoint; up to 4 (a probe's requests, at most this many) start at once.
+    Default 10."""
 
 
 class HealthCheckSpec(_Model):
