@@ -3,7 +3,7 @@
 
 One ``@kopf.on.create`` handler that returns a value, which kopf writes into ``status.created``: an object is
 done when that is there. With ``--finalizer`` it also has a no-op ``@kopf.on.delete`` handler, so kopf puts a
-finalizer on every object and must remove it again on deletion, as proxmox-operator's daemon does: the fair
+finalizer on every object and must remove it again on deletion, as proxmox-operator does with its own: the fair
 baseline for deletion. Objects are ``BenchObject``s of a small CRD of the benchmark's own
 (:func:`manifests`), whose status kopf may write (``x-kubernetes-preserve-unknown-fields``).
 """

@@ -1,9 +1,10 @@
-"""The Kubernetes side of the controller: Secret and ConfigMap reads and status writes over one async HTTP client,
-Events through kopf.
+"""The Kubernetes side of the controller: Secret and ConfigMap reads, status and finalizer writes and Events, over
+one async HTTP client.
 
-Why not kopf for the status write: kopf applies a daemon's ``patch`` only when the daemon function returns,
-and a daemon is what lets a worker be woken by a Secret change (see :mod:`.handlers`). The worker therefore
-writes its status itself, one merge-patch to the ``/status`` subresource per round.
+Why not kopf for these writes: kopf applies a handler's ``patch`` only when the handler returns, while a worker
+runs for as long as its resource exists (see :mod:`proxmox_operator.controller.supervisor`). The worker therefore
+writes its status itself, one merge-patch to the ``/status`` subresource when something visible changed; the
+supervisor writes the finalizer; Events are posted here too, and drained at shutdown (see :mod:`.events`).
 
 Why not the ``kubernetes`` package: the operator makes four kinds of request, and that package costs some 34 MiB
 of memory on import, a thread per call (it is synchronous) and a validation layer per call; measured with
@@ -20,21 +21,23 @@ import base64
 import json
 import logging
 import os
+import platform
 import ssl
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 import kopf
 from yarl import URL
 
-from proxmox_operator import secretstore
+from proxmox_operator import events, secretstore
 from proxmox_operator.api import v1alpha1 as api
 from proxmox_operator.controller.ports import KubeUnavailable, ObjectGone, SecretForbidden
+from proxmox_operator.events import EventPoster, Retryable
 from proxmox_operator.secretstore import Secret, SecretCache
 
 log = logging.getLogger(__name__)
@@ -56,13 +59,17 @@ class KubeClient:
     """Implements :class:`proxmox_operator.controller.ports.Kube`. ``login`` returns the current credentials; it
     is called for the first request and again after a 401 (a rotated token)."""
 
-    def __init__(self, login: Callable[[], kopf.ConnectionInfo]) -> None:
+    def __init__(self, login: Callable[[], kopf.ConnectionInfo], *, instance: str = "") -> None:
         self._login = login
         self._http: _Session | None = None
         #: Labelled Secrets, filled by the label-selected watch (see :mod:`.handlers`).
         self.secrets = SecretCache()
+        #: ``instance`` names this replica in its Events (reportingInstance); the host name by default.
+        self.events = EventPoster(self._create_event, instance=instance or platform.node() or events.COMPONENT)
 
     async def close(self) -> None:
+        """Post the pending Events (bounded, see :meth:`EventPoster.drain`), then close the connections."""
+        await self.events.drain()
         if self._http is not None:
             await self._http.session.close()
             self._http = None
@@ -94,7 +101,7 @@ class KubeClient:
         return None if cm is None else {str(k): str(v) for k, v in (cm.get("data") or {}).items()}
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        path = f"/apis/{api.GROUP}/{api.VERSION}/namespaces/{_seg(namespace)}/{api.PLURAL}/{_seg(name)}/status"
+        path = f"{_objects(namespace)}/{_seg(name)}/status"
         body = json.dumps({"status": status}, separators=(",", ":")).encode()
         response = await self._request(
             "PATCH", path, "patching the status", data=body, headers={"Content-Type": "application/merge-patch+json"}
@@ -104,14 +111,47 @@ class KubeClient:
         if response.status_code >= 300:
             raise KubeUnavailable(f"patching the status failed with HTTP {response.status_code}")
 
-    def post_event(self, body: Mapping[str, Any], *, type_: str, reason: str, message: str, retry: bool = True) -> None:
-        kopf.event(
-            kopf.Body(cast(kopf.RawBody, dict(body))),
-            type=type_,
-            reason=reason,
-            message=message,
-            backoffs=None if retry else (),
+    async def patch_finalizers(
+        self, namespace: str, name: str, finalizers: list[str], resource_version: str | None
+    ) -> bool:
+        meta: dict[str, Any] = {"finalizers": finalizers}
+        if resource_version:
+            meta["resourceVersion"] = resource_version  # the API server answers 409 if the object moved on
+        body = json.dumps({"metadata": meta}, separators=(",", ":")).encode()
+        response = await self._request(
+            "PATCH",
+            f"{_objects(namespace)}/{_seg(name)}",
+            "patching the finalizers",
+            data=body,
+            headers={"Content-Type": "application/merge-patch+json"},
         )
+        if response.status_code == 404:
+            raise ObjectGone
+        if response.status_code == 409:
+            return False
+        if response.status_code >= 300:
+            raise KubeUnavailable(f"patching the finalizers failed with HTTP {response.status_code}")
+        return True
+
+    def post_event(self, body: Mapping[str, Any], *, type_: str, reason: str, message: str, retry: bool = True) -> None:
+        self.events.post(body, type_=type_, reason=reason, message=message, retry=retry)
+
+    async def _create_event(self, namespace: str, event: dict[str, Any]) -> int:
+        content = json.dumps(event, separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json"}
+        try:
+            response = await self._request(
+                "POST",
+                f"/api/v1/namespaces/{_seg(namespace)}/events",
+                "posting an Event",
+                data=content,
+                headers=headers,
+            )
+        except KubeUnavailable as exc:
+            raise Retryable(str(exc)) from None
+        if response.status_code >= 500 or response.status_code == 429:
+            raise Retryable(f"HTTP {response.status_code}")
+        return response.status_code
 
     # Leases, for leader election (see :mod:`.leader`): None from create/replace means another writer won (409).
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -189,6 +229,10 @@ def _decoded(response: _Answer, what: str) -> dict[str, Any] | None:
     except ValueError:
         raise KubeUnavailable(f"{what}: the API server's answer is not JSON") from None
     return decoded if isinstance(decoded, dict) else None
+
+
+def _objects(namespace: str) -> str:
+    return f"/apis/{api.GROUP}/{api.VERSION}/namespaces/{_seg(namespace)}/{api.PLURAL}"
 
 
 def _leases(namespace: str) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxmox_operator.controller.ports import ObjectGone
+from proxmox_operator.controller.ports import KubeUnavailable, ObjectGone
 from proxmox_operator.secretstore import CREDENTIALS_LABEL, Secret
 
 
@@ -22,6 +22,13 @@ class FakeKube:
     events: list[tuple[str, str, str]] = field(default_factory=list)
     #: Objects that no longer exist: a status write raises ObjectGone.
     gone: set[tuple[str, str]] = field(default_factory=set)
+    #: (namespace, name, finalizers, resourceVersion) of every finalizer write attempted, in order.
+    finalizer_writes: list[tuple[str, str, list[str], str | None]] = field(default_factory=list)
+    #: The next this many finalizer writes lose a race (409), or fail as if the API server were down.
+    conflicts: int = 0
+    unavailable: int = 0
+    #: Events and finalizer writes in the order they happened ("event Reason", "finalizers [...]").
+    journal: list[str] = field(default_factory=list)
 
     def put_secret(
         self, namespace: str, name: str, data: Mapping[str, str], *, labelled: bool = True, **annotations: str
@@ -41,8 +48,24 @@ class FakeKube:
             raise ObjectGone
         self.patches.append((namespace, name, status))
 
+    async def patch_finalizers(
+        self, namespace: str, name: str, finalizers: list[str], resource_version: str | None
+    ) -> bool:
+        self.finalizer_writes.append((namespace, name, list(finalizers), resource_version))
+        if (namespace, name) in self.gone:
+            raise ObjectGone
+        if self.unavailable:
+            self.unavailable -= 1
+            raise KubeUnavailable("patching the finalizers failed with HTTP 503")
+        if self.conflicts:
+            self.conflicts -= 1
+            return False
+        self.journal.append(f"finalizers {finalizers}")
+        return True
+
     def post_event(self, body: Mapping[str, Any], *, type_: str, reason: str, message: str, retry: bool = True) -> None:
         self.events.append((type_, reason, message))
+        self.journal.append(f"event {reason}")
 
     def status(self) -> dict[str, Any]:
         """The status as the API server would hold it after the merge-patches (nulls remove fields)."""

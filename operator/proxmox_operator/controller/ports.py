@@ -49,5 +49,13 @@ class Kube(Protocol):
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch the status subresource. Raises ObjectGone, KubeUnavailable."""
 
+    async def patch_finalizers(
+        self, namespace: str, name: str, finalizers: list[str], resource_version: str | None
+    ) -> bool:
+        """Set the object's finalizers, on the condition that it is still at ``resource_version``: False when it is
+        not (409 Conflict; its newer version is on its way through the watch). Raises ObjectGone,
+        KubeUnavailable."""
+
     def post_event(self, body: Mapping[str, Any], *, type_: str, reason: str, message: str, retry: bool = True) -> None:
-        """Record an Event about the object (fire and forget; ``retry=False``: a single attempt)."""
+        """Record an Event about the object (in the background: ``close`` waits for it; ``retry=False``: a single
+        attempt)."""

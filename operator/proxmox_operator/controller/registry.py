@@ -306,8 +306,8 @@ class Registry:
     def deregister(self, key: Key) -> bool:
         """Forget the resource: drop its session, close its pools in the background, and wake the next registrant
         of the same Proxmox cluster (it is no longer a duplicate). Returns whether it had a connection. Nothing
-        here waits: a deleted resource's worker exits within a few event-loop cycles, so kopf removes the
-        finalizer at once instead of polling for the daemon's exit with extra patches."""
+        here waits: a deleted resource's worker exits within a few event-loop cycles, and its finalizer goes at
+        once."""
         self.wakeups.forget(key)
         self.own_writes.forget(key)
         self.observer.deregistered(key)

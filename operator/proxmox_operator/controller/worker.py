@@ -1,6 +1,6 @@
 """The worker loop of one ProxmoxCluster: plain async code, no kopf.
 
-One *worker* runs per ProxmoxCluster (hosted by a kopf daemon, see :mod:`proxmox_operator.handlers`). Each round
+One *worker* runs per ProxmoxCluster (a task of :class:`.supervisor.Supervisor`). Each round
 it probes (:mod:`.probe`), writes the status when something visible changed (:mod:`.status`), posts Events for
 transitions only, then sleeps until the next probe, a backoff after a failure, or a wake-up: a spec change, a
 pause/resume, or a change of a referenced Secret or ConfigMap wakes it at once. When the worker stops (the
