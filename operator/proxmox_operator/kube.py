@@ -111,23 +111,23 @@ class KubeClient:
         if response.status_code >= 300:
             raise KubeUnavailable(f"patching the status failed with HTTP {response.status_code}")
 
-    async def patch_finalizers(
-        self, namespace: str, name: str, finalizers: list[str], resource_version: str | None
-    ) -> bool:
-        meta: dict[str, Any] = {"finalizers": finalizers}
-        if resource_version:
-            meta["resourceVersion"] = resource_version  # the API server answers 409 if the object moved on
-        body = json.dumps({"metadata": meta}, separators=(",", ":")).encode()
+    async def patch_finalizers(self, namespace: str, name: str, present: list[str], wanted: list[str]) -> bool:
+        # A JSON patch whose test makes it conditional on the finalizers alone (test with null: absent), so a
+        # concurrent status write, which moves the resourceVersion, is no conflict; 422 when the test fails.
+        ops = [
+            {"op": "test", "path": "/metadata/finalizers", "value": present or None},
+            {"op": "add", "path": "/metadata/finalizers", "value": wanted},
+        ]
         response = await self._request(
             "PATCH",
             f"{_objects(namespace)}/{_seg(name)}",
             "patching the finalizers",
-            data=body,
-            headers={"Content-Type": "application/merge-patch+json"},
+            data=json.dumps(ops, separators=(",", ":")).encode(),
+            headers={"Content-Type": "application/json-patch+json"},
         )
         if response.status_code == 404:
             raise ObjectGone
-        if response.status_code == 409:
+        if response.status_code in (409, 422):
             return False
         if response.status_code >= 300:
             raise KubeUnavailable(f"patching the finalizers failed with HTTP {response.status_code}")

@@ -55,18 +55,21 @@ def test_the_kept_body_has_no_managed_fields_and_shares_the_rest() -> None:
     assert "managedFields" in raw["metadata"]  # the watch event itself is left alone
 
 
-async def test_a_new_resource_gets_the_finalizer_beside_others_and_a_worker_at_once(
+async def test_a_new_resource_gets_the_finalizer_beside_others_then_its_worker(
     sim: SimulatorServer, parts: tuple[FakeKube, Registry, Supervisor]
 ) -> None:
     kube, _, supervisor = parts
     supervisor.observe(None, version(sim, "5", [OTHER]))
-    assert supervisor.running(KEY)
-    await wait_for(lambda: bool(kube.finalizer_writes) and bool(kube.events), "the finalizer and the registration")
-    # Conditional on the version it was computed from, and keeping the finalizer someone else put there.
-    assert kube.finalizer_writes == [(KEY.namespace, KEY.name, [OTHER, FINALIZER], "5")]
-    assert [e[1] for e in kube.events] == ["Registered"]
-    # The finalizer's own watch event asks for nothing more.
+    await wait_for(lambda: bool(kube.finalizer_writes), "the finalizer")
+    # Conditional on the finalizers it was computed from, and keeping the one someone else put there.
+    assert kube.finalizer_writes == [(KEY.namespace, KEY.name, [OTHER], [OTHER, FINALIZER])]
+    # The worker starts on the event that shows the finalizer (so its status write never races the finalizer's).
+    assert not supervisor.running(KEY)
+    assert kube.events == []
     supervisor.observe("MODIFIED", version(sim, "6", [OTHER, FINALIZER]))
+    assert supervisor.running(KEY)
+    await wait_for(lambda: bool(kube.events), "the registration")
+    assert [e[1] for e in kube.events] == ["Registered"]
     assert len(kube.finalizer_writes) == 1
 
 
@@ -82,7 +85,7 @@ async def test_deletion_deregisters_first_then_removes_only_its_finalizer(
     await wait_for(lambda: bool(kube.finalizer_writes), "the finalizer's removal")
     assert not supervisor.running(KEY)
     assert len(registry) == 0  # its client is gone: deregistered
-    assert kube.finalizer_writes == [(KEY.namespace, KEY.name, [OTHER], "9")]
+    assert kube.finalizer_writes == [(KEY.namespace, KEY.name, [FINALIZER, OTHER], [OTHER])]
     assert kube.journal == ["event Registered", "event Deregistered", f"finalizers {[OTHER]}"]
 
 
@@ -93,11 +96,14 @@ async def test_a_write_that_lost_a_race_is_redone_from_the_newer_version(
     kube.conflicts = 1
     supervisor.observe(None, version(sim, "5", []))
     await wait_for(lambda: len(kube.finalizer_writes) == 1, "the first attempt")
-    await wait_for(lambda: bool(kube.events), "the registration")
+    await wait_for(lambda: not supervisor.writing_finalizer(KEY), "the first attempt's end")
     assert len(kube.finalizer_writes) == 1  # no blind retry: the newer version is on its way
-    supervisor.observe("MODIFIED", version(sim, "7", [OTHER]))  # someone else's change won the race
+    supervisor.observe("MODIFIED", version(sim, "7", [OTHER]))  # someone else's finalizer won the race
     await wait_for(lambda: len(kube.finalizer_writes) == 2, "the second attempt")
-    assert kube.finalizer_writes[1] == (KEY.namespace, KEY.name, [OTHER, FINALIZER], "7")
+    assert kube.finalizer_writes[1] == (KEY.namespace, KEY.name, [OTHER], [OTHER, FINALIZER])
+    assert not supervisor.running(KEY)
+    supervisor.observe("MODIFIED", version(sim, "8", [OTHER, FINALIZER]))
+    assert supervisor.running(KEY)
 
 
 async def test_a_failing_api_server_is_retried_until_the_finalizer_is_written(
@@ -107,7 +113,7 @@ async def test_a_failing_api_server_is_retried_until_the_finalizer_is_written(
     kube.unavailable = 2
     supervisor.observe(None, version(sim, "5", []))
     await wait_for(lambda: any(j.startswith("finalizers") for j in kube.journal), "the finalizer")
-    assert [w[3] for w in kube.finalizer_writes] == ["5", "5", "5"]
+    assert [w[3] for w in kube.finalizer_writes] == [[FINALIZER]] * 3
 
 
 async def test_a_resource_that_left_the_shard_keeps_its_finalizer(
@@ -130,7 +136,7 @@ async def test_a_resource_deleted_while_the_operator_was_away_is_released_withou
     supervisor.observe(None, version(sim, "8", [FINALIZER], deleting=True))
     assert not supervisor.running(KEY)
     await wait_for(lambda: bool(kube.finalizer_writes), "the finalizer's removal")
-    assert kube.finalizer_writes == [(KEY.namespace, KEY.name, [], "8")]
+    assert kube.finalizer_writes == [(KEY.namespace, KEY.name, [FINALIZER], [])]
     assert sim.counters.total == 0
 
 

@@ -22,8 +22,8 @@ class FakeKube:
     events: list[tuple[str, str, str]] = field(default_factory=list)
     #: Objects that no longer exist: a status write raises ObjectGone.
     gone: set[tuple[str, str]] = field(default_factory=set)
-    #: (namespace, name, finalizers, resourceVersion) of every finalizer write attempted, in order.
-    finalizer_writes: list[tuple[str, str, list[str], str | None]] = field(default_factory=list)
+    #: (namespace, name, finalizers as seen, finalizers wanted) of every finalizer write attempted, in order.
+    finalizer_writes: list[tuple[str, str, list[str], list[str]]] = field(default_factory=list)
     #: The next this many finalizer writes lose a race (409), or fail as if the API server were down.
     conflicts: int = 0
     unavailable: int = 0
@@ -48,10 +48,8 @@ class FakeKube:
             raise ObjectGone
         self.patches.append((namespace, name, status))
 
-    async def patch_finalizers(
-        self, namespace: str, name: str, finalizers: list[str], resource_version: str | None
-    ) -> bool:
-        self.finalizer_writes.append((namespace, name, list(finalizers), resource_version))
+    async def patch_finalizers(self, namespace: str, name: str, present: list[str], wanted: list[str]) -> bool:
+        self.finalizer_writes.append((namespace, name, list(present), list(wanted)))
         if (namespace, name) in self.gone:
             raise ObjectGone
         if self.unavailable:
@@ -60,7 +58,7 @@ class FakeKube:
         if self.conflicts:
             self.conflicts -= 1
             return False
-        self.journal.append(f"finalizers {finalizers}")
+        self.journal.append(f"finalizers {wanted}")
         return True
 
     def post_event(self, body: Mapping[str, Any], *, type_: str, reason: str, message: str, retry: bool = True) -> None:

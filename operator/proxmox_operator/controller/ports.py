@@ -49,12 +49,10 @@ class Kube(Protocol):
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch the status subresource. Raises ObjectGone, KubeUnavailable."""
 
-    async def patch_finalizers(
-        self, namespace: str, name: str, finalizers: list[str], resource_version: str | None
-    ) -> bool:
-        """Set the object's finalizers, on the condition that it is still at ``resource_version``: False when it is
-        not (409 Conflict; its newer version is on its way through the watch). Raises ObjectGone,
-        KubeUnavailable."""
+    async def patch_finalizers(self, namespace: str, name: str, present: list[str], wanted: list[str]) -> bool:
+        """Replace the object's finalizers ``present`` (as last seen) with ``wanted``: False when they are no longer
+        ``present`` (someone changed them; the newer version is on its way through the watch). Other changes to
+        the object (a status write) do not get in the way. Raises ObjectGone, KubeUnavailable."""
 
     def post_event(self, body: Mapping[str, Any], *, type_: str, reason: str, message: str, retry: bool = True) -> None:
         """Record an Event about the object (in the background: ``close`` waits for it; ``retry=False``: a single

@@ -9,14 +9,16 @@ reads) and runs one asyncio task per resource: the worker of :mod:`.worker`.
 
 The finalizer is the operator's own to keep, as kopf kept it for the daemon:
 
-* A resource that is not being deleted gets the finalizer (one merge-patch of ``metadata.finalizers``, on the
-  condition of the ``resourceVersion`` it was computed from, so a concurrent change by anyone else is never
-  overwritten). Its worker starts at once, without waiting for that write: a resource deleted before the finalizer
-  landed is simply gone, and its worker stops on the DELETED event.
+* A resource that is not being deleted gets the finalizer: one JSON patch of ``metadata.finalizers``, on the
+  condition that they are still those it was computed from, so a concurrent change of them by anyone else is
+  never overwritten, while the worker's status writes (which move the ``resourceVersion``) are no conflict. Its
+  worker starts on the watch event that shows the finalizer, as kopf started a daemon: so every worker's
+  resource has the finalizer, and the finalizer write never races the worker's first status write (a status
+  written first would bring a watch event without the finalizer, and a second, failing finalizer write).
 * When the resource is being deleted, its worker stops (a round in flight is abandoned: deletion never waits for
   an unreachable Proxmox), deregisters the cluster, posts the Deregistered Event, and only then the finalizer is
-  removed, by the same conditional patch. A write that loses a race (409) is redone from the newer version when
-  its watch event arrives; one that fails (API server unavailable) is retried with backoff.
+  removed, by the same conditional patch. A write that loses a race is redone from the newer version when its
+  watch event arrives; one that fails (API server unavailable) is retried with backoff.
 * A resource that leaves this operator's watch without being deleted (relabelled out of this shard's selector)
   arrives as DELETED: its worker stops and the finalizer stays, for the shard that takes it over.
 """
@@ -84,6 +86,9 @@ class Supervisor:
     def running(self, key: Key) -> bool:
         return key in self._workers
 
+    def writing_finalizer(self, key: Key) -> bool:
+        return key in self._patching
+
     def observe(self, event_type: str | None, raw: Mapping[str, Any]) -> None:
         """A watch event of a ProxmoxCluster (``event_type`` None: from the initial listing)."""
         body = slim(raw)
@@ -104,8 +109,9 @@ class Supervisor:
             self._stop(key)  # its exit deregisters and then removes the finalizer
             self._settle_finalizer(key)  # when no worker runs (e.g. deleted while the operator was down)
             return
-        self._settle_finalizer(key)
-        if key not in self._workers:
+        if self.finalizer not in _finalizers(body):
+            self._settle_finalizer(key)  # the worker starts on the event that shows it
+        elif key not in self._workers:
             self._start(key)
         elif self.registry.changed(key, meta.get("generation"), is_paused(meta)):
             # A new generation or a pause/resume wakes the worker; its own status writes do not.
@@ -164,10 +170,9 @@ class Supervisor:
     def _wanted(self, key: Key, body: Mapping[str, Any]) -> list[str] | None:
         """The finalizers the resource should have, or None when it has them already (or must wait for its worker
         to exit)."""
-        meta = body.get("metadata") or {}
-        present = [str(f) for f in meta.get("finalizers") or ()]
+        present = _finalizers(body)
         ours = self.finalizer in present
-        if not meta.get("deletionTimestamp"):
+        if not (body.get("metadata") or {}).get("deletionTimestamp"):
             return None if ours else [*present, self.finalizer]
         if ours and key not in self._workers:
             return [f for f in present if f != self.finalizer]
@@ -197,9 +202,8 @@ class Supervisor:
             wanted = None if body is None else self._wanted(key, body)
             if body is None or wanted is None:
                 return
-            version = (body.get("metadata") or {}).get("resourceVersion")
             try:
-                await self.kube.patch_finalizers(key.namespace, key.name, wanted, version)
+                await self.kube.patch_finalizers(key.namespace, key.name, _finalizers(body), wanted)
             except ObjectGone:
                 return
             except KubeUnavailable as exc:
@@ -210,7 +214,11 @@ class Supervisor:
                 log.warning("%s: writing the finalizer failed (%s); retrying in %g s", key, exc, delay)
                 await asyncio.sleep(delay)
                 continue
-            # Written, or lost a race (409): either way, go on from a newer version if one arrived meanwhile;
+            # Written, or lost a race: either way, go on from a newer version if one arrived meanwhile;
             # otherwise its watch event is still on the way, and settles the finalizer when it arrives.
             if self._bodies.get(key) is body:
                 return
+
+
+def _finalizers(body: Mapping[str, Any]) -> list[str]:
+    return [str(f) for f in (body.get("metadata") or {}).get("finalizers") or ()]
