@@ -46,7 +46,10 @@ TIMEOUT = aiohttp.ClientTimeout(total=15.0, connect=5.0)  # every direct API cal
 # A GET with this Accept header returns the object's metadata only: for a Secret, never its data.
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 #: Connections to the API server at once; more requests wait for one. Each costs asyncio's 256 KiB TLS buffer.
-MAX_CONNECTIONS = 8
+#: Status, finalizer and Event writes share them: with 8, registering 1,000 clusters in ``make bench`` queued
+#: behind them (32.8 s to all Ready against 25.2 s with 32, and 16.1 against 12.5 ms of CPU per registration).
+#: kopf's own session has no limit.
+MAX_CONNECTIONS = 32
 
 
 @dataclass(frozen=True)
