@@ -21,7 +21,6 @@ import base64
 import json
 import logging
 import os
-import platform
 import ssl
 import tempfile
 from collections.abc import Callable, Mapping
@@ -68,7 +67,7 @@ class KubeClient:
         #: Labelled Secrets, filled by the label-selected watch (see :mod:`.handlers`).
         self.secrets = SecretCache()
         #: ``instance`` names this replica in its Events (reportingInstance); the host name by default.
-        self.events = EventPoster(self._create_event, instance=instance or platform.node() or events.COMPONENT)
+        self.events = EventPoster(self._create_event, instance=instance or events.this_instance())
 
     async def close(self) -> None:
         """Post the pending Events (bounded, see :meth:`EventPoster.drain`), then close the connections."""
@@ -104,15 +103,12 @@ class KubeClient:
         return None if cm is None else {str(k): str(v) for k, v in (cm.get("data") or {}).items()}
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        path = f"{_objects(namespace)}/{_seg(name)}/status"
-        body = json.dumps({"status": status}, separators=(",", ":")).encode()
-        response = await self._request(
-            "PATCH", path, "patching the status", data=body, headers={"Content-Type": "application/merge-patch+json"}
+        await self._patch(
+            f"{_objects(namespace)}/{_seg(name)}/status",
+            "patching the status",
+            {"status": status},
+            "application/merge-patch+json",
         )
-        if response.status_code == 404:
-            raise ObjectGone
-        if response.status_code >= 300:
-            raise KubeUnavailable(f"patching the status failed with HTTP {response.status_code}")
 
     async def patch_finalizers(self, namespace: str, name: str, present: list[str], wanted: list[str]) -> bool:
         # A JSON patch whose test makes it conditional on the finalizers alone (test with null: absent), so a
@@ -121,19 +117,27 @@ class KubeClient:
             {"op": "test", "path": "/metadata/finalizers", "value": present or None},
             {"op": "add", "path": "/metadata/finalizers", "value": wanted},
         ]
-        response = await self._request(
-            "PATCH",
+        return await self._patch(
             f"{_objects(namespace)}/{_seg(name)}",
             "patching the finalizers",
-            data=json.dumps(ops, separators=(",", ":")).encode(),
-            headers={"Content-Type": "application/json-patch+json"},
+            ops,
+            "application/json-patch+json",
+            lost=(409, 422),
         )
+
+    async def _patch(
+        self, path: str, what: str, payload: Any, content_type: str, *, lost: tuple[int, ...] = ()
+    ) -> bool:
+        """One PATCH of a ProxmoxCluster: True when applied, False when the answer is one of ``lost`` (a race
+        lost); ObjectGone on 404, KubeUnavailable on any other failure."""
+        content = json.dumps(payload, separators=(",", ":")).encode()
+        response = await self._request("PATCH", path, what, data=content, headers={"Content-Type": content_type})
         if response.status_code == 404:
             raise ObjectGone
-        if response.status_code in (409, 422):
+        if response.status_code in lost:
             return False
         if response.status_code >= 300:
-            raise KubeUnavailable(f"patching the finalizers failed with HTTP {response.status_code}")
+            raise KubeUnavailable(f"{what} failed with HTTP {response.status_code}")
         return True
 
     def post_event(self, body: Mapping[str, Any], *, type_: str, reason: str, message: str, retry: bool = True) -> None:
