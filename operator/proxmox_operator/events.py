@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import platform
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +31,11 @@ MAX_MESSAGE = 1024
 BACKOFFS = (1.0, 2.0, 4.0, 8.0)
 #: At shutdown, pending Events get this long (seconds) to be posted.
 DRAIN_SECONDS = 10.0
+
+
+def this_instance() -> str:
+    """This replica's name in its Events (reportingInstance): the host name, which is the Pod's name in a Pod."""
+    return platform.node() or COMPONENT
 
 
 class Retryable(Exception):

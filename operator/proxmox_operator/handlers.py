@@ -25,7 +25,6 @@ Why event handlers only, and no daemon or create/update/delete handlers:
 from __future__ import annotations
 
 import logging
-import platform
 from typing import Any, cast
 
 import kopf
@@ -76,7 +75,7 @@ async def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> 
     settings.watching.label_selectors["", "v1", "secrets"] = secretstore.CREDENTIALS_LABEL_SELECTOR
     # kopf's own Events (an error in a handler) look like the operator's (see :mod:`.events`).
     settings.posting.reporting_component = events.COMPONENT
-    settings.posting.reporting_instance = platform.node() or events.COMPONENT
+    settings.posting.reporting_instance = events.this_instance()
     settings.posting.event_name_prefix = events.NAME_PREFIX
     # Explicit watch and request timeouts: a half-dead connection is noticed and replaced.
     settings.watching.server_timeout = 300
@@ -87,7 +86,7 @@ async def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> 
     # With --metrics-address, the workers and the Proxmox clients report to the metrics (see cli and .metrics).
     metrics = memo.get("metrics")
     memo.registry = Registry(observer=metrics, hooks=metrics.hooks) if metrics is not None else Registry()
-    memo.kube = kube.KubeClient(lambda: kubeauth.login(settings=settings), instance=settings.posting.reporting_instance)
+    memo.kube = kube.KubeClient(lambda: kubeauth.login(settings=settings))
     if "tuning" not in memo:
         memo.tuning = Tuning()
     if memo.tuning.selector:
