@@ -4,6 +4,8 @@ socket kept once it can no longer be used."""
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -133,3 +135,74 @@ async def test_an_endpoint_behind_a_path_prefix_is_asked_under_that_prefix(share
         assert any(entry.name == "lab-2" for entry in status), "virtual cluster 2 answered"
         arrivals = sim.counters.virtual_cluster_arrivals()
         assert {k: len(v) for k, v in arrivals.items()} == {2: 1}
+
+
+class Recording(wire.Pool):
+    """A pool that records which check each of its TLS handshakes was made for: "chain" or "fingerprint"."""
+
+    def __init__(self, sim: SimulatorServer, trust: TrustConfig) -> None:
+        super().__init__(
+            sim.url, ssl_context(trust), trust.fingerprints, connect_timeout=5, read_timeout=5, keepalive_expiry=5
+        )
+        self.handshakes: list[str] = []
+
+    async def _handshake(self, sock: socket.socket, context: ssl.SSLContext) -> wire._Connection:
+        self.handshakes.append("chain" if context is self.ssl_context else "fingerprint")
+        return await super()._handshake(sock, context)
+
+    async def new_connection(self) -> None:
+        """One request on a new connection."""
+        self.close_idle()
+        self.handshakes.clear()
+        assert await get_version(self) == 200
+
+
+async def test_once_a_pinned_fingerprint_decided_new_connections_take_one_handshake(
+    quick_closing: SimulatorServer,
+) -> None:
+    """A self-signed certificate pinned by its fingerprint (the usual PVE setup): the chain check fails once, then
+    each new connection goes straight to the fingerprint, not through a failing handshake first."""
+    p = Recording(quick_closing, TrustConfig.build(fingerprints=[quick_closing.presented_fingerprint("pve1")]))
+    await p.new_connection()
+    assert p.handshakes == ["chain", "fingerprint"]
+    for _ in range(2):
+        await p.new_connection()
+        assert p.handshakes == ["fingerprint"]
+    await p.aclose()
+
+
+async def test_a_certificate_no_longer_pinned_is_still_accepted_by_the_chain_check(
+    quick_closing: SimulatorServer,
+) -> None:
+    """Asking the fingerprint first changes no verdict: when the pinned certificate is replaced by one the CA
+    signed, the chain check still accepts it, and is asked first again."""
+    quick_closing.node_faults("pve1").update({"swap_certificate": True})
+    pinned = quick_closing.presented_fingerprint("pve1")
+    p = Recording(quick_closing, TrustConfig.build(ca_bundle=quick_closing.ca_pem, fingerprints=[pinned]))
+    await p.new_connection()
+    assert p.handshakes == ["chain", "fingerprint"]
+    quick_closing.node_faults("pve1").update({"swap_certificate": False})  # back to the CA-signed pve-ssl.pem
+    await p.new_connection()
+    assert p.handshakes == ["fingerprint", "chain"]
+    await p.new_connection()
+    assert p.handshakes == ["chain"]
+    await p.aclose()
+
+
+async def test_a_certificate_neither_pinned_nor_trusted_fails_after_two_handshakes(
+    quick_closing: SimulatorServer,
+) -> None:
+    quick_closing.node_faults("pve1").update({"swap_certificate": True})
+    p = Recording(quick_closing, TrustConfig.build(fingerprints=[quick_closing.presented_fingerprint("pve1")]))
+    await p.new_connection()
+    quick_closing.node_faults("pve1").update({"swap_certificate": False})
+    presented = quick_closing.presented_fingerprint("pve1")  # signed by the cluster CA, which is not trusted here
+    p.close_idle()
+    p.handshakes.clear()
+    with pytest.raises(wire.ConnectFailed) as info:
+        await get_version(p)
+    assert isinstance(info.value.__cause__, wire.FingerprintMismatch)
+    assert presented in str(info.value.__cause__)
+    assert p.handshakes == ["fingerprint", "chain"], "the fingerprint presented is known from the first one"
+    assert quick_closing.counters.total == 1, "nothing was sent over a connection that did not pass"
+    await p.aclose()

@@ -10,7 +10,8 @@ What it does, and no more than the client needs:
 
 * **Connect**: TCP (the addresses of a host name in order) and the TLS handshake within the connect timeout. When
   the chain check fails and fingerprints are pinned, it connects again without chain verification and goes on only
-  if the leaf certificate's SHA-256 fingerprint is listed, as Proxmox's own clients do. Either way nothing of the
+  if the leaf certificate's SHA-256 fingerprint is listed, as Proxmox's own clients do. Once the fingerprint decided,
+  the next new connection asks it first (one handshake, not a failing one and a second). Either way nothing of the
   request is sent before the certificate passed.
 * **Requests and responses** with h11 (which bounds a response head to 16 KiB): the body is streamed to the caller
   (:mod:`.body` bounds and decodes it); a response read to its end returns its connection to the pool.
@@ -242,6 +243,8 @@ class Pool:
         self.closed = False
         self._idle: list[_Connection] = []
         self._sweeper: asyncio.TimerHandle | None = None
+        #: The last new connection was accepted by its pinned fingerprint after a failed chain check.
+        self._by_fingerprint = False
 
     async def request(
         self, method: str, target: str, headers: list[tuple[str, str]], body: bytes | None = None
@@ -338,28 +341,46 @@ class Pool:
         self.close_idle()
 
     async def _connect(self) -> _Connection:
+        """A new connection whose certificate passed: the chain check, or else (with fingerprints pinned) the leaf's
+        fingerprint. When the fingerprint decided last time, it is asked first: one handshake instead of a failing
+        one and a second. Which certificates pass is the same in either order."""
         try:
             async with asyncio.timeout(self.connect_timeout):
+                presented = None
+                if self._by_fingerprint:
+                    conn, presented = await self._pinned()
+                    if conn is not None:
+                        return conn
+                    self._by_fingerprint = False
                 try:
                     return await self._handshake(await self._tcp(), self.ssl_context)
                 except ssl.SSLCertVerificationError:
                     if not self.pins:
                         raise
-                # The chain check failed: connect again, let the fingerprint decide (no hostname check then).
-                conn = await self._handshake(await self._tcp(), unverified_context())
-                der = conn.tls.getpeercert(binary_form=True)
-                presented = fingerprint_of(der) if der else "none"
-                if presented not in self.pins:
-                    conn.close()
-                    raise FingerprintMismatch(
-                        f"the certificate is not signed by a trusted CA and its fingerprint {presented} is not in "
-                        "spec.tls.fingerprints"
-                    )
-                return conn
+                if presented is None:  # the chain check failed: connect again, let the fingerprint decide
+                    conn, presented = await self._pinned()
+                    if conn is not None:
+                        self._by_fingerprint = True
+                        return conn
+                raise FingerprintMismatch(
+                    f"the certificate is not signed by a trusted CA and its fingerprint {presented} is not in "
+                    "spec.tls.fingerprints"
+                )
         except TimeoutError:
             raise ConnectTimeout("no connection within the connect timeout") from None
         except (OSError, ssl.SSLError) as exc:  # OSError covers the socket's errors; SSLError is one too
             raise ConnectFailed("connecting failed") from exc
+
+    async def _pinned(self) -> tuple[_Connection | None, str]:
+        """A connection without chain verification (and so without a hostname check), kept only if the leaf
+        certificate's fingerprint is pinned; else None. Either way the fingerprint presented."""
+        conn = await self._handshake(await self._tcp(), unverified_context())
+        der = conn.tls.getpeercert(binary_form=True)
+        presented = fingerprint_of(der) if der else "none"
+        if presented in self.pins:
+            return conn, presented
+        conn.close()
+        return None, presented
 
     async def _tcp(self) -> socket.socket:
         loop = asyncio.get_running_loop()
@@ -393,7 +414,7 @@ class Pool:
             tls = context.wrap_bio(incoming, outgoing, server_hostname=self.host)
             conn = _Connection(sock, tls, incoming, outgoing)
             # The client's last handshake message (TLS 1.3: its Finished) goes out with the request, in one send;
-            # and not at all when the pinning check below closes the connection.
+            # and not at all when the pinning check (:meth:`_pinned`) closes the connection.
             await conn.tls_call(tls.do_handshake, flush=False)
         except BaseException:
             sock.close()
