@@ -8,7 +8,8 @@ pydantic emits JSON Schema; the API server wants a *structural* OpenAPI v3 schem
 * ``$ref``/``$defs`` are not allowed: every reference is inlined.
 * ``Optional[X]`` comes out as ``anyOf: [X, {type: null}]``: it becomes ``X`` with ``nullable: true``.
 * ``default`` is dropped: the API server would write it into every stored object (drift for GitOps tools);
-  the models apply defaults in code instead.
+  the models apply defaults in code instead, and the description ends with it (``Default 5.``), so what
+  ``kubectl explain`` says is the code's value and cannot drift from it.
 * ``title`` is dropped (noise in ``kubectl explain``); docstrings become ``description``.
 """
 
@@ -48,15 +49,23 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
         if key == "properties":
             out[key] = {name: _resolve(sub, defs) for name, sub in value.items()}
         elif key == "description":
-            out[key] = _describe(value)
+            out[key] = _describe(value, node.get("default"))
         else:
             out[key] = _resolve(value, defs)
     return out
 
 
-def _describe(text: str) -> str:
-    """Docstrings use reStructuredText literals; ``kubectl explain`` shows plain text."""
-    return re.sub(r"``(.+?)``", r"'\1'", " ".join(text.split()))
+def _describe(text: str, default: Any = None) -> str:
+    """Docstrings use reStructuredText literals; ``kubectl explain`` shows plain text. A field's default (not
+    None, an absent optional field, nor an empty string) ends the description."""
+    plain = re.sub(r"``(.+?)``", r"'\1'", " ".join(text.split()))
+    if isinstance(default, bool):
+        return f"{plain} Default {str(default).lower()}."
+    if isinstance(default, str) and default:
+        return f"{plain} Default '{default}'."
+    if isinstance(default, int | float):
+        return f"{plain} Default {default:g}."
+    return plain
 
 
 def openapi_schema() -> dict[str, Any]:

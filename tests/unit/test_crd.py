@@ -8,6 +8,7 @@ import yaml
 
 from proxmox_operator import crdgen
 from proxmox_operator.api import v1alpha1 as api
+from proxmox_operator.proxmox.client import Limits, Timeouts
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / f"{api.PLURAL}.yaml"
@@ -108,3 +109,31 @@ def test_every_spec_field_is_documented() -> None:
 
 def test_group_is_ours() -> None:
     assert not api.GROUP.endswith(("k8s.io", "kubernetes.io"))
+
+
+def _spec_field(*path: str) -> dict[str, Any]:
+    node = crdgen.openapi_schema()["properties"]["spec"]
+    for name in path:
+        node = node["properties"][name]
+    return node
+
+
+def test_descriptions_state_the_defaults_the_code_applies() -> None:
+    """The defaults are the code's (the Proxmox client's own), and each description ends with the value: it
+    cannot drift from them. None is no default to state, and no schema default is written either."""
+    expected = {
+        ("timeouts", "connectSeconds"): Timeouts().connect,
+        ("timeouts", "readSeconds"): Timeouts().read,
+        ("timeouts", "totalSeconds"): Timeouts().total,
+        ("limits", "maxConcurrentRequests"): Limits().max_concurrent,
+        ("limits", "requestsPerSecond"): Limits().requests_per_second,
+    }
+    for path, value in expected.items():
+        field = _spec_field(*path)
+        assert field["description"].endswith(f" Default {value:g}."), path
+        assert "default" not in field
+    assert _spec_field("discoverEndpoints")["description"].endswith(" Default true.")
+    assert _spec_field("tls", "insecureSkipVerify")["description"].endswith(" Default false.")
+    assert "Default 60" not in _spec_field("healthCheck", "intervalSeconds")["description"]
+    spec = api.ProxmoxClusterSpec.model_validate({"endpoint": "https://pve:8006", "credentialsRef": {"name": "s"}})
+    assert (spec.timeouts or api.TimeoutsSpec()).connect_seconds == Timeouts().connect

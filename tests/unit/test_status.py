@@ -8,6 +8,7 @@ from proxmox_operator.api.v1alpha1 import (
     ConditionStatus,
     NodesStatus,
     NodeStatus,
+    ProxmoxClusterSpec,
     VersionInfo,
     conditions,
 )
@@ -20,6 +21,7 @@ from proxmox_operator.controller.status import (
     duplicate_condition,
     events_for,
     next_status,
+    probe_interval,
     worth_writing,
 )
 from proxmox_operator.proxmox import ClusterStatusEntry, Node, Version
@@ -319,3 +321,18 @@ def test_slow_facts_are_due_when_new_and_after_the_refresh_interval() -> None:
     slow.store(Version(version="8.4.1"), [Node(node="pve1")], Cond(TRUE, "Sufficient"), 1000.0)
     assert not slow.due(1599.0, 600)
     assert slow.due(1600.0, 600)
+
+
+def test_the_probe_interval_is_the_specs_or_else_the_operators() -> None:
+    """``healthCheck: {}`` (no interval) gets the operator's --probe-interval, as an absent healthCheck does."""
+    tuning = Tuning(probe_interval=30)
+
+    def spec(**extra: Any) -> ProxmoxClusterSpec:
+        return ProxmoxClusterSpec.model_validate(
+            {"endpoint": "https://pve:8006", "credentialsRef": {"name": "s"}, **extra}
+        )
+
+    assert probe_interval(spec(), tuning) == 30
+    assert probe_interval(spec(healthCheck={}), tuning) == 30
+    assert probe_interval(spec(healthCheck={"intervalSeconds": 120}), tuning) == 120
+    assert probe_interval(None, tuning) == 30

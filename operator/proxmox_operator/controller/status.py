@@ -224,7 +224,7 @@ def delay_after(
 
 
 def probe_interval(spec: ProxmoxClusterSpec | None, tuning: Tuning) -> float:
-    if spec is not None and spec.health_check is not None:
+    if spec is not None and spec.health_check is not None and spec.health_check.interval_seconds is not None:
         return float(spec.health_check.interval_seconds)
     return tuning.probe_interval
 

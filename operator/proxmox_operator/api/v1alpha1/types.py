@@ -8,7 +8,7 @@ Conventions (Kubernetes API conventions, structural schemas):
 
 * camelCase on the wire, snake_case in Python (``alias_generator``), frozen models.
 * No schema ``default``: a default in a CRD schema is written into the stored object, which GitOps tools see as
-  drift. Defaults live here, in code, and the field descriptions say what they are.
+  drift. Defaults live here, in code; :mod:`proxmox_operator.crdgen` writes each into its field's description.
 * Admission-time validation: patterns, lengths and CEL rules (``x-kubernetes-validations``) ride on the fields
   as ``json_schema_extra``; every string that a CEL rule reads has a ``maxLength`` so the rule's cost is bounded.
 """
@@ -21,6 +21,11 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+
+from proxmox_operator.proxmox.client import Limits, Timeouts
+
+#: The Proxmox client's own defaults are the spec's: one place for each.
+_CLIENT_TIMEOUTS, _CLIENT_LIMITS = Timeouts(), Limits()
 
 GROUP = "proxmox-operator.dev"
 VERSION = "v1alpha1"
@@ -100,7 +105,7 @@ class CABundleRef(_Model):
     """Name of the Secret or ConfigMap."""
 
     key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = "ca.crt"
-    """The key holding the PEM certificates. Default 'ca.crt'."""
+    """The key holding the PEM certificates."""
 
 
 class TLSSpec(_Model):
@@ -149,39 +154,40 @@ class TLSSpec(_Model):
     a trusted CA (the hostname is not checked then), as Proxmox's own clients do."""
 
     insecure_skip_verify: bool = False
-    """Skip verification of the server certificate. Default false. Anyone on the path can then read the
-    credentials: use only for a throwaway lab. Reported as TLSVerified=False and a Warning event."""
+    """Skip verification of the server certificate. Anyone on the path can then read the credentials: use only
+    for a throwaway lab. Reported as TLSVerified=False and a Warning event."""
 
 
 class TimeoutsSpec(_Model):
     """Timeouts of requests to Proxmox, in seconds."""
 
-    connect_seconds: Annotated[int, Field(ge=1, le=60)] = 5
-    """To establish a connection (TCP and TLS). Default 5."""
+    connect_seconds: Annotated[int, Field(ge=1, le=60)] = int(_CLIENT_TIMEOUTS.connect)
+    """To establish a connection (TCP and TLS)."""
 
-    read_seconds: Annotated[int, Field(ge=1, le=300)] = 15
-    """To wait for an answer. Default 15."""
+    read_seconds: Annotated[int, Field(ge=1, le=300)] = int(_CLIENT_TIMEOUTS.read)
+    """To wait for an answer."""
 
-    total_seconds: Annotated[int, Field(ge=1, le=600)] = 30
-    """For a whole request, a login included. Default 30."""
+    total_seconds: Annotated[int, Field(ge=1, le=600)] = int(_CLIENT_TIMEOUTS.total)
+    """For a whole request, a login included."""
 
 
 class LimitsSpec(_Model):
     """Limits per endpoint, so the operator never overloads a Proxmox node."""
 
-    max_concurrent_requests: Annotated[int, Field(ge=1, le=64)] = 4
-    """Requests in flight at once to one endpoint. Default 4."""
+    max_concurrent_requests: Annotated[int, Field(ge=1, le=64)] = _CLIENT_LIMITS.max_concurrent
+    """Requests in flight at once to one endpoint."""
 
-    requests_per_second: Annotated[int, Field(ge=1, le=1000)] = 10
-    """Requests started per second to one endpoint; up to 4 (a probe's requests, at most this many) start at once.
-    Default 10."""
+    requests_per_second: Annotated[int, Field(ge=1, le=1000)] = int(_CLIENT_LIMITS.requests_per_second)
+    """Requests started per second to one endpoint; the few requests of one probe (never more than this many)
+    may start at once."""
 
 
 class HealthCheckSpec(_Model):
     """How often the operator re-checks a Ready cluster."""
 
-    interval_seconds: Annotated[int, Field(ge=10, le=86400)] = 60
-    """Seconds between probes, with +-10% jitter; failures back off exponentially. Default 60, minimum 10."""
+    interval_seconds: Annotated[int, Field(ge=10, le=86400)] | None = None
+    """Seconds between probes, with +-10% jitter; failures back off exponentially. Default: the operator's
+    --probe-interval."""
 
 
 class ProxmoxClusterSpec(_Model):
@@ -207,7 +213,7 @@ class ProxmoxClusterSpec(_Model):
 
     discover_endpoints: bool = True
     """Also use the node addresses that ``GET /cluster/status`` reports (with the port of the first endpoint),
-    after the configured ones. Default true. They are kept in status.endpoints."""
+    after the configured ones. They are kept in status.endpoints."""
 
     credentials_ref: CredentialsRef
     """Reference to the Secret with the login (API token or username/password)."""
@@ -222,7 +228,7 @@ class ProxmoxClusterSpec(_Model):
     """Per-endpoint concurrency and rate limits. Unset: 4 in flight, 10 requests per second."""
 
     health_check: HealthCheckSpec | None = None
-    """Probe interval. Unset: every 60 s."""
+    """Probe interval. Unset: the operator's --probe-interval."""
 
     @property
     def all_endpoints(self) -> list[str]:
