@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
+from proxmox_operator.controller.outcome import PAUSE_ANNOTATION
 from proxmox_operator.controller.registry import Registry
-from proxmox_operator.controller.supervisor import Supervisor, slim
+from proxmox_operator.controller.supervisor import LAST_APPLIED, Supervisor, slim
+from proxmox_operator.controller.worker import is_paused
 from proxmox_operator.settings import Tuning
 from pve_simulator import SimulatorServer
 from tests.controller.conftest import KEY, SECRET, body
@@ -53,6 +55,19 @@ def test_the_kept_body_has_no_managed_fields_and_shares_the_rest() -> None:
     assert kept == {"metadata": {"name": "a"}, "spec": {"endpoint": "e"}}
     assert kept["spec"] is raw["spec"]
     assert "managedFields" in raw["metadata"]  # the watch event itself is left alone
+
+
+def test_the_kept_body_has_no_last_applied_configuration_and_keeps_other_annotations() -> None:
+    """``kubectl apply`` copies the whole manifest, CA bundle included, into an annotation nobody here reads; the
+    pause annotation and any other stay."""
+    annotations = {LAST_APPLIED: '{"spec": {"tls": {"caBundle": "..."}}}', PAUSE_ANNOTATION: "true", "team": "a"}
+    raw = {"metadata": {"name": "a", "annotations": annotations}, "spec": {"endpoint": "e"}}
+    kept = slim(raw)
+    assert kept["metadata"]["annotations"] == {PAUSE_ANNOTATION: "true", "team": "a"}
+    assert is_paused(kept["metadata"])
+    assert LAST_APPLIED in raw["metadata"]["annotations"]  # the watch event itself is left alone
+    plain = {"metadata": {"name": "a", "annotations": {"team": "a"}}}
+    assert slim(plain) is plain, "nothing to drop: the watch body itself"
 
 
 async def test_a_new_resource_gets_the_finalizer_beside_others_then_its_worker(

@@ -4,8 +4,9 @@ Why not a kopf daemon per resource (the design before this one): kopf keeps, for
 newest watch body as it arrived (managedFields included) plus the daemon's own machinery, about 30 KiB per object
 next to the worker's own state, and it spawns, tracks and stops each daemon through its own handler cycle. Here the
 kopf side is one event handler (see :mod:`proxmox_operator.handlers`) that hands every watch event to
-:meth:`Supervisor.observe`. It keeps the newest body per resource without managedFields (which the operator never
-reads) and runs one asyncio task per resource: the worker of :mod:`.worker`.
+:meth:`Supervisor.observe`. It keeps the newest body per resource without managedFields and kubectl's
+last-applied annotation (which the operator never reads) and runs one asyncio task per resource: the worker of
+:mod:`.worker`.
 
 The finalizer is the operator's own to keep, as kopf kept it for the daemon:
 
@@ -44,13 +45,23 @@ RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0)
 CLOSE_SECONDS = 5.0
 
 
+#: Written by ``kubectl apply`` (client-side) and some GitOps tools: the whole applied manifest as JSON, CA bundle
+#: included. The operator never reads it.
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
 def slim(raw: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The watch body without ``metadata.managedFields``: a new top level and metadata, sharing the rest with the
-    parsed watch event (which nobody changes)."""
+    """The watch body without ``metadata.managedFields`` and the last-applied annotation, which the operator never
+    reads (together they are larger than the rest of the metadata): a new top level and metadata, sharing the rest
+    with the parsed watch event (which nobody changes)."""
     meta = raw.get("metadata") or {}
-    if "managedFields" not in meta:
+    annotations = meta.get("annotations") or {}
+    if "managedFields" not in meta and LAST_APPLIED not in annotations:
         return raw
-    return {**raw, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    kept = {k: v for k, v in meta.items() if k != "managedFields"}
+    if LAST_APPLIED in annotations:
+        kept["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
+    return {**raw, "metadata": kept}
 
 
 def key_of(body: Mapping[str, Any]) -> Key:
