@@ -135,5 +135,8 @@ def test_descriptions_state_the_defaults_the_code_applies() -> None:
     assert _spec_field("discoverEndpoints")["description"].endswith(" Default true.")
     assert _spec_field("tls", "insecureSkipVerify")["description"].endswith(" Default false.")
     assert "Default 60" not in _spec_field("healthCheck", "intervalSeconds")["description"]
+    for group in ("timeouts", "limits"):  # the object's own description names no value of its fields
+        described = _spec_field(group)["description"]
+        assert not any(ch.isdigit() for ch in described), described
     spec = api.ProxmoxClusterSpec.model_validate({"endpoint": "https://pve:8006", "credentialsRef": {"name": "s"}})
     assert (spec.timeouts or api.TimeoutsSpec()).connect_seconds == Timeouts().connect

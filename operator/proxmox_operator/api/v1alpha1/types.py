@@ -222,10 +222,10 @@ class ProxmoxClusterSpec(_Model):
     """TLS verification settings. Unset: verify against the system's trusted CAs."""
 
     timeouts: TimeoutsSpec | None = None
-    """Request timeouts. Unset: connect 5 s, read 15 s, total 30 s."""
+    """Request timeouts. Unset: each field's default."""
 
     limits: LimitsSpec | None = None
-    """Per-endpoint concurrency and rate limits. Unset: 4 in flight, 10 requests per second."""
+    """Per-endpoint concurrency and rate limits. Unset: each field's default."""
 
     health_check: HealthCheckSpec | None = None
     """Probe interval. Unset: the operator's --probe-interval."""
