@@ -31,7 +31,7 @@ from bench.kube import (
     wait_until,
 )
 from bench.kube import writes as count_writes
-from bench.procs import TOKEN_ID, Proc, ProcGroup, Simulator
+from bench.procs import TOKEN_ID, Proc, ProcGroup, Simulator, cpu_seconds
 
 SETTLE = 2.0  # seconds after the last object is done, for writes that trail it (Events)
 CREDENTIALS_LABEL = "proxmox-operator.dev/credentials"
@@ -69,8 +69,38 @@ def _timeout(n: int) -> float:
     return max(180.0, n * 0.6)
 
 
-def _phase(kube: Kube, op: Proc) -> dict[str, Any]:
-    return {"at": time.monotonic(), "cpu": op.cpu(), "mem": op.memory(), "api": kube.snapshot()}
+def neighbours(kube: Kube, sim: Simulator | None) -> dict[str, int]:
+    """The processes that share the machine's cores with the operator and do work for it: kube-apiserver and etcd
+    (pid files of ``hack/cluster.sh`` beside the kubeconfig), and the PVE simulator. In production the simulator's
+    work is done by Proxmox on other machines; here it competes with the API server for the same two cores."""
+    pids: dict[str, int] = {}
+    for name in ("kube-apiserver", "etcd"):
+        pidfile = kube.kubeconfig.parent / f"{name}.pid"
+        if pidfile.is_file() and pidfile.read_text().strip().isdigit():
+            pids[name] = int(pidfile.read_text().strip())
+    if sim is not None:
+        pids["pve-simulator"] = sim.proc.pid
+    return pids
+
+
+def _cpu_of(pids: dict[str, int]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, pid in pids.items():
+        try:
+            out[name] = cpu_seconds(pid)
+        except OSError:  # gone: the run fails elsewhere if it matters
+            continue
+    return out
+
+
+def _phase(kube: Kube, op: Proc, others: dict[str, int] | None = None) -> dict[str, Any]:
+    return {
+        "at": time.monotonic(),
+        "cpu": op.cpu(),
+        "mem": op.memory(),
+        "api": kube.snapshot(),
+        "others": _cpu_of(others or {}),
+    }
 
 
 def _between(target: Target, a: dict[str, Any], b: dict[str, Any], n: int) -> dict[str, Any]:
@@ -83,6 +113,7 @@ def _between(target: Target, a: dict[str, Any], b: dict[str, Any], n: int) -> di
     return {
         "seconds": b["at"] - a["at"],
         "cpu_seconds": b["cpu"] - a["cpu"],
+        "others_cpu_seconds": {k: round(b["others"][k] - v, 3) for k, v in a["others"].items() if k in b["others"]},
         "api_requests": total,
         "api_watches": watches,
         "api_writes": count_writes(requests),
@@ -122,18 +153,19 @@ def run(kube: Kube, target: Target, n: int, window: float, sim: Simulator | None
     print(f"--- {target.label}: starting the operator", flush=True)
     op.start()
     watcher = Watcher(kube, target.path, target.group, target.plural, target.done)
+    others = neighbours(kube, sim)
     try:
         op.wait_idle()
         watcher.start()
         wait_until(lambda: watcher.listed or watcher.error is not None, 60, f"the first list of {target.path}")
-        idle = _phase(kube, op)
+        idle = _phase(kube, op, others)
         print(f"    creating {n} objects with 8 threads", flush=True)
         start = time.monotonic()
         in_parallel(kube, [("POST", target.path, target.key("POST"), target.body(i)) for i in range(n)], [201])
         created = time.monotonic()
         ready_at = watcher.wait_for(lambda done, _: done >= n, start, _timeout(n), f"all {n} {target.plural} done")
         time.sleep(SETTLE)
-        registered = _phase(kube, op)
+        registered = _phase(kube, op, others)
         print(f"    all done {ready_at - start:.1f} s after the first create; steady window {window:.0f} s", flush=True)
         result: dict[str, Any] = {
             "ready_seconds": ready_at - start,
@@ -145,9 +177,9 @@ def run(kube: Kube, target: Target, n: int, window: float, sim: Simulator | None
             "ready_curve": _curve(watcher, start, ready_at, 0),
         }
         pve_before = sim.counters() if sim else None
-        steady_start = _phase(kube, op)
+        steady_start = _phase(kube, op, others)
         wait_until(lambda: time.monotonic() - steady_start["at"] >= window, window + 30, "the steady window", 1.0)
-        steady_end = _phase(kube, op)
+        steady_end = _phase(kube, op, others)
         steady = _between(target, steady_start, steady_end, n)
         steady["cpu_share"] = steady["cpu_seconds"] / steady["seconds"]
         steady["api_writes_per_second"] = steady["api_writes"] / steady["seconds"]
@@ -159,14 +191,14 @@ def run(kube: Kube, target: Target, n: int, window: float, sim: Simulator | None
             steady["pve"] = _pve(pve_before, sim.counters(), arrivals, n)
         result["steady"] = steady
         print(f"    deleting {n} objects with 8 threads", flush=True)
-        before_delete = _phase(kube, op)
+        before_delete = _phase(kube, op, others)
         names = sorted(watcher.state)
         in_parallel(
             kube, [("DELETE", f"{target.path}/{x}", target.key("DELETE"), None) for x in names], [200, 202, 404]
         )
         gone_at = watcher.wait_for(lambda _, present: present == 0, before_delete["at"], _timeout(n), "all deleted")
         time.sleep(SETTLE)
-        deleted = _phase(kube, op)
+        deleted = _phase(kube, op, others)
         result["delete_seconds"] = gone_at - before_delete["at"]
         result["deletion"] = _between(target, before_delete, deleted, n)
         result["delete_curve"] = _curve(watcher, before_delete["at"], gone_at, 1)

@@ -59,10 +59,17 @@ def rows(results: dict[str, Any]) -> list[Row]:
     def rss_per_object(r: dict[str, Any]) -> float:
         return float(r["rss_ready_kib"] - r["rss_idle_kib"]) / n
 
+    def others(r: dict[str, Any], name: str) -> float | None:
+        value = r["registration"].get("others_cpu_seconds", {}).get(name)
+        return None if value is None else float(value) * 1000 / n
+
     pve = o["steady"].get("pve", {})
     return [
         Row(f"all {n} Ready, s from the first create", b["ready_seconds"], o["ready_seconds"], "ratio", 1.5),
         Row("CPU per registration, ms", reg(b, "cpu_seconds") * 1000 / n, reg(o, "cpu_seconds") * 1000 / n, "ratio", 2),
+        Row("  kube-apiserver CPU per registration, ms", others(b, "kube-apiserver"), others(o, "kube-apiserver")),
+        Row("  etcd CPU per registration, ms", others(b, "etcd"), others(o, "etcd")),
+        Row("  PVE simulator CPU per registration, ms", None, others(o, "pve-simulator")),
         Row("peak RSS, MiB", b["rss_peak_kib"] / 1024, o["rss_peak_kib"] / 1024, "ratio", 1.5),
         Row("RSS growth per object, KiB", rss_per_object(b), rss_per_object(o)),
         Row(
