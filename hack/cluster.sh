@@ -459,6 +459,14 @@ running_pid() { # <component>
   printf '%s\n' "$pid"
 }
 
+# True if <pid> is a process that has not exited (a zombie has).
+alive() { # <pid>
+  local state
+  [[ $1 =~ ^[0-9]+$ ]] && kill -0 "$1" 2>/dev/null || return 1
+  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ ${state%% *} != Z ]]
+}
+
 port_of() {
   case $1 in
     etcd) printf '%s %s\n' "$ETCD_PORT" "$ETCD_PEER_PORT" ;;
@@ -501,12 +509,22 @@ spawn_with() { # <pid file> <log file> <component> <command...>; hack/node.sh us
 
 # Poll <check command...> until it succeeds; fail with the log tail if the
 # process dies or the timeout passes.
+#
+# Whether it died is asked of the pid it was just started with (alive), not
+# of running_pid: running_pid also matches the command line against the state
+# dir, to tell our processes from strangers that reuse a pid, and that check
+# failed twice in one hour on a process that went on to serve (the likely
+# cause: a command line read while the process is still exec'ing its binary,
+# which reads empty; not proven). Right after the start
+# the pid cannot belong to a stranger: it is only reused once the process has
+# died and been reaped, which alive sees.
 wait_ready() { # <component> <what> <check command...>
-  local name=$1 what=$2 deadline
+  local name=$1 what=$2 deadline pid
   shift 2
+  pid=$(cat "$(pidfile "$name")" 2>/dev/null || true)
   deadline=$((SECONDS + READY_TIMEOUT))
   until "$@" >/dev/null 2>&1; do
-    if ! running_pid "$name" >/dev/null; then
+    if ! alive "$pid"; then
       fail_with_log "$name" "$name exited before $what"
     fi
     if ((SECONDS >= deadline)); then
