@@ -76,8 +76,9 @@ def neighbours(kube: Kube, sim: Simulator | None) -> dict[str, int]:
     pids: dict[str, int] = {}
     for name in ("kube-apiserver", "etcd"):
         pidfile = kube.kubeconfig.parent / f"{name}.pid"
-        if pidfile.is_file() and pidfile.read_text().strip().isdigit():
-            pids[name] = int(pidfile.read_text().strip())
+        text = pidfile.read_text().strip() if pidfile.is_file() else ""
+        if text.isdigit():
+            pids[name] = int(text)
     if sim is not None:
         pids["pve-simulator"] = sim.proc.pid
     return pids
@@ -93,13 +94,13 @@ def _cpu_of(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
-def _phase(kube: Kube, op: Proc, others: dict[str, int] | None = None) -> dict[str, Any]:
+def _phase(kube: Kube, op: Proc, others: dict[str, int]) -> dict[str, Any]:
     return {
         "at": time.monotonic(),
         "cpu": op.cpu(),
         "mem": op.memory(),
         "api": kube.snapshot(),
-        "others": _cpu_of(others or {}),
+        "others": _cpu_of(others),
     }
 
 
